@@ -1,0 +1,1 @@
+"""Compatibility package: the import paths Cortex predictors use."""

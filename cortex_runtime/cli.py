@@ -1,0 +1,85 @@
+"""python -m cortex_runtime {serve,validate,predict}: argparse and exit codes only."""
+import argparse
+import sys
+
+from .errors import StartupError
+
+
+def _size(text):
+    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    text = text.strip().lower().rstrip("ib")
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m cortex_runtime",
+                                     description="Serve Cortex predictor projects on this machine.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a project over HTTP")
+    serve.add_argument("path", nargs="?", default=".", help="project directory or cortex.yaml (default .)")
+    serve.add_argument("--api", action="append", metavar="NAME", help="serve only this API (repeatable)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8888, help="port (default 8888, Cortex's)")
+    serve.add_argument("--processes", type=_positive_int, help="worker processes (overrides processes_per_replica)")
+    serve.add_argument("--threads", type=_positive_int, help="predict threads per process (overrides threads_per_process)")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="log level for every API")
+    serve.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    serve.add_argument("--max-body-size", type=_size, default=64 * 1024 * 1024, metavar="BYTES",
+                       help="largest request body (default 64 MiB); larger gets 413")
+    serve.add_argument("--idle-timeout", type=_positive_int, default=60, metavar="SECONDS",
+                       help="close idle or stalled connections after this long (default 60)")
+    serve.add_argument("--grace-period", type=float, default=30.0, metavar="SECONDS",
+                       help="how long in-flight requests may finish after SIGTERM (default 30)")
+    serve.add_argument("--state-dir", metavar="DIR", help="where AsyncAPI workloads are stored")
+    serve.add_argument("--async-backend", metavar="URL", help="AsyncAPI store, e.g. redis://host:6379/0")
+    serve.add_argument("--tfs-address", metavar="HOST:PORT", help="TensorFlow Serving to send tensorflow_client calls to")
+
+    validate = commands.add_parser("validate", help="load the config and predictor classes, report, exit 0/1")
+    validate.add_argument("path", nargs="?", default=".", help="project directory or cortex.yaml (default .)")
+
+    predict = commands.add_parser("predict", help="call predict once without a server and print the response")
+    predict.add_argument("path", nargs="?", default=".", help="project directory or cortex.yaml (default .)")
+    predict.add_argument("--api", metavar="NAME", help="which API, when the file has several")
+    body = predict.add_mutually_exclusive_group(required=True)
+    body.add_argument("--json", metavar="TEXT", help="a JSON payload")
+    body.add_argument("--data", metavar="@FILE", help="a payload read from FILE (or the literal text)")
+    predict.add_argument("--content-type", metavar="CT", help="Content-Type of --data (default: bytes)")
+    predict.add_argument("--log-level", choices=LOG_LEVELS, help="log level")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import serve as lifecycle  # after parsing, so --help never needs the C core
+
+    try:
+        if args.command == "serve":
+            return lifecycle.serve(args)
+        if args.command == "validate":
+            return lifecycle.validate(args)
+        return lifecycle.predict(args)
+    except StartupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,209 @@
+"""Lifecycle of `serve`, `validate` and `predict`: config -> staged project -> predictor
+classes -> C server -> __init__ -> ready -> work -> drain."""
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import uuid
+import shutil
+
+from . import _core, log
+from .config import load_project
+from .errors import StartupError
+from .log import logger
+from .metrics import MetricsClient
+from .predictor import instantiate, load_class
+from .project import read_dotenv, stage_project
+
+GET_MESSAGE = {"message": "make a prediction by sending a post request to this endpoint with a json payload"}
+DEFAULT_GRACE_PERIOD = 30.0
+
+
+class Prepared:
+    """A project ready to import: staged view in place, environment set, classes loaded."""
+
+    def __init__(self, project, staged_root, classes):
+        self.project = project
+        self.staged_root = staged_root
+        self.classes = classes
+
+    def cleanup(self):
+        shutil.rmtree(os.path.dirname(self.staged_root), ignore_errors=True)
+
+
+def _unsupported(project):
+    for api in project.apis:
+        if api.kind != "RealtimeAPI":
+            raise StartupError(f'{os.path.basename(project.config_file)}: api "{api.name}": kind: '
+                               f'{api.kind} is not supported by this version yet')
+        if api.predictor_type != "python":
+            raise StartupError(f'{os.path.basename(project.config_file)}: api "{api.name}": predictor.type: '
+                               f'{api.predictor_type} is not supported by this version yet')
+
+
+def _apply_levels(project, cli_level):
+    if cli_level:
+        log.set_default_level(cli_level)
+        for index in range(len(project.apis)):
+            log.set_api_level(index, cli_level)
+        return
+    for index, api in enumerate(project.apis):
+        log.set_api_level(index, api.log_level)
+
+
+def prepare(path, api_names=None, overrides=None, log_level=None) -> Prepared:
+    """Everything before the server: raises StartupError with one line on any problem."""
+    project = load_project(path, api_names=api_names, overrides=overrides)
+    if log_level:
+        log.set_default_level(log_level)
+    for warning in project.warnings:
+        logger.warning(warning)
+    _unsupported(project)
+    _apply_levels(project, log_level)
+
+    staging_parent = tempfile.mkdtemp(prefix="cortex-runtime-")
+    staged_root = os.path.join(staging_parent, "project")
+    stage_project(project.root, project.config_file, staged_root)
+    dotenv = os.path.join(project.root, ".env")
+    if os.path.isfile(dotenv):
+        os.environ.update(read_dotenv(dotenv))
+    for api in project.apis:
+        os.environ.update(api.env)
+    os.chdir(staged_root)
+    for api in reversed(project.apis):
+        entry = os.path.join(staged_root, api.python_path) if api.python_path else staged_root
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+    classes = []
+    for index, api in enumerate(project.apis):
+        previous = _core.set_current_api(index)
+        try:
+            classes.append(load_class(api, staged_root))
+        finally:
+            _core.set_current_api(previous)
+    return Prepared(project, staged_root, classes)
+
+
+def build_predictors(prepared, on_built=None):
+    """Runs every API's __init__ on this thread; on_built(index, instance) after each."""
+    metrics_client = MetricsClient()
+    instances = []
+    for index, (api, cls) in enumerate(zip(prepared.project.apis, prepared.classes)):
+        previous = _core.set_current_api(index)
+        try:
+            instance = instantiate(api, cls, metrics_client)
+        finally:
+            _core.set_current_api(previous)
+        instances.append(instance)
+        if on_built:
+            on_built(index, instance)
+    return instances
+
+
+def serve(args) -> int:
+    overrides = {"processes": args.processes, "threads": args.threads, "log_level": args.log_level}
+    prepared = prepare(args.path, args.api, overrides, args.log_level)
+    try:
+        return _serve_prepared(prepared, args)
+    finally:
+        prepared.cleanup()
+
+
+def _serve_prepared(prepared, args) -> int:
+    project = prepared.project
+    if any(api.processes > 1 for api in project.apis):
+        logger.warning("processes_per_replica > 1 is not supported by this version yet: serving with 1 process")
+    get_body = json.dumps(GET_MESSAGE, separators=(",", ":")).encode()
+    api_entries = [{
+        "name": api.name,
+        "endpoint": api.endpoint,
+        "get_body": get_body,
+        "max_concurrency": api.max_replica_concurrency,
+        "predict_args": cls.predict_args,
+        "post_predict_args": cls.post_predict_args,
+    } for api, cls in zip(project.apis, prepared.classes)]
+    try:
+        server = _core.Server(host=args.host, port=args.port, max_body_size=args.max_body_size,
+                              idle_timeout=args.idle_timeout, access_log=not args.no_access_log,
+                              apis=api_entries)
+    except OSError as e:
+        raise StartupError(str(e)) from None
+
+    stop_requested = threading.Event()
+
+    def on_signal(signum, frame):
+        stop_requested.set()
+        server.begin_drain(args.grace_period)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        build_predictors(prepared, lambda index, instance: server.set_handler(
+            index, instance.predict, getattr(instance, "post_predict", None)
+            if prepared.classes[index].post_predict_args is not None else None))
+        if stop_requested.is_set():
+            return 0
+        server.set_ready(True)
+        logger.info("listening", extra={
+            "host": args.host, "port": server.port,
+            "apis": [{"name": api.name, "endpoint": api.endpoint} for api in project.apis]})
+        threads = max(api.threads for api in project.apis)
+        extra_workers = [threading.Thread(target=server.work, name=f"cortex-worker-{i}", daemon=True)
+                         for i in range(1, threads)]
+        for worker in extra_workers:
+            worker.start()
+        server.work()  # this thread ran __init__, so with one thread it also runs predict
+        server.stop_workers()
+        for worker in extra_workers:
+            worker.join(timeout=args.grace_period)
+        return 0
+    finally:
+        server.close()
+
+
+def validate(args) -> int:
+    prepared = prepare(args.path)
+    try:
+        for api, cls in zip(prepared.project.apis, prepared.classes):
+            print(f"ok: {api.name} ({api.kind}, predictor.type {api.predictor_type}) at {api.endpoint}")
+        return 0
+    finally:
+        prepared.cleanup()
+
+
+def _read_data(args):
+    if args.json is not None:
+        return args.json.encode("utf-8"), args.content_type or "application/json"
+    data = args.data
+    if data.startswith("@"):
+        try:
+            with open(data[1:], "rb") as f:
+                body = f.read()
+        except OSError as e:
+            raise StartupError(f"--data: cannot read {data[1:]}: {e.strerror}") from None
+    else:
+        body = data.encode("utf-8")
+    return body, args.content_type
+
+
+def predict(args) -> int:
+    log.to_stderr()  # stdout carries the response alone
+    body, content_type = _read_data(args)  # read before chdir into the staged project
+    prepared = prepare(args.path, args.api and [args.api], log_level=args.log_level)
+    try:
+        if len(prepared.project.apis) != 1:
+            names = ", ".join(api.name for api in prepared.project.apis)
+            raise StartupError(f"this project has several apis ({names}): choose one with --api")
+        instance = build_predictors(prepared)[0]
+        _core.set_current_api(0)
+        status, media_type, response = _core.call_predictor(
+            predict=instance.predict, arg_names=prepared.classes[0].predict_args,
+            content_type=content_type, body=body, request_id=str(uuid.uuid4()))
+        sys.stdout.buffer.write(response + b"\n")
+        sys.stdout.flush()
+        return 0 if status < 400 else 1
+    finally:
+        prepared.cleanup()

@@ -1,0 +1,44 @@
+/* The GIL boundary: a queued request -> payload -> predict() -> response half, and the
+ * post_predict call after the response is sent.  Callers hold the GIL; these functions
+ * never leave a Python exception set: whatever fails becomes a response and a log line. */
+#ifndef CX_BRIDGE_H
+#define CX_BRIDGE_H
+
+#include "module.h"
+#include "request.h"
+
+/* Which value each keyword argument of predict/post_predict takes. */
+typedef enum {
+    CX_ARG_PAYLOAD = 0,
+    CX_ARG_REQUEST_ID,
+    CX_ARG_QUERY_PARAMS,
+    CX_ARG_HEADERS,
+    CX_ARG_RESPONSE,
+    CX_N_ARGS
+} cx_arg;
+
+#define CX_MAX_CALL_ARGS CX_N_ARGS
+
+typedef struct {
+    PyObject *predict;        /* bound method, owned; NULL until the predictor is built */
+    PyObject *predict_kwnames; /* tuple of str, owned; NULL when predict takes none */
+    unsigned char predict_args[CX_MAX_CALL_ARGS];
+    Py_ssize_t n_predict_args;
+    PyObject *post_predict; /* owned or NULL */
+    PyObject *post_kwnames;
+    unsigned char post_args[CX_MAX_CALL_ARGS];
+    Py_ssize_t n_post_args;
+    unsigned needs; /* bit (1 << cx_arg) for each value some call takes */
+} cx_handler;
+
+/* Parses names like ("payload", "request_id") into the handler's predict or post list.
+ * 0, or -1 with ValueError for a name the bridge does not know. */
+int cx_handler_set_args(cx_handler *h, PyObject *names, int for_post);
+void cx_handler_clear(cx_handler *h);
+
+/* Runs predict for req and fills its response half (also on failure: 400/500). */
+void cx_bridge_predict(cx_module_state *state, const cx_handler *h, cx_request *req);
+/* Runs post_predict with what cx_bridge_predict kept, logs its exception, clears post_state. */
+void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_request *req);
+
+#endif

@@ -1,0 +1,27 @@
+/* Growable byte buffer with a hard cap, so a request body can never grow memory past
+ * --max-body-size.  Pure C: no Python, no libmicrohttpd. */
+#ifndef CX_BUF_H
+#define CX_BUF_H
+
+#include <stddef.h>
+
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t limit; /* 0 = no limit */
+} cx_buf;
+
+enum { CX_BUF_OK = 0, CX_BUF_NOMEM = -1, CX_BUF_TOO_LARGE = -2 };
+
+/* Starts empty; owns nothing until the first append. */
+void cx_buf_init(cx_buf *buf, size_t limit);
+/* Appends n bytes; CX_BUF_TOO_LARGE leaves the buffer unchanged. */
+int cx_buf_append(cx_buf *buf, const void *bytes, size_t n);
+int cx_buf_append_str(cx_buf *buf, const char *s);
+int cx_buf_append_char(cx_buf *buf, char c);
+/* Hands the bytes to the caller (free() them); the buffer is empty afterwards. */
+char *cx_buf_steal(cx_buf *buf, size_t *len);
+void cx_buf_free(cx_buf *buf);
+
+#endif

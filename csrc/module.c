@@ -1,0 +1,156 @@
+/* cortex_runtime._core: module state, type registration, helper installation. */
+#include "module.h"
+
+#include "logger.h"
+#include "server_type.h"
+
+cx_module_state *cx_state_from_module(PyObject *module)
+{
+    return (cx_module_state *)PyModule_GetState(module);
+}
+
+cx_module_state *cx_state_from_type(PyTypeObject *type)
+{
+    return (cx_module_state *)PyType_GetModuleState(type);
+}
+
+#define STATE_HELPERS(X)                                                                      \
+    X(json_loads) X(json_dumps) X(decode_form) X(response_parts) X(make_headers) X(log_exception) \
+    X(format_exception) X(dumps_extra)
+
+/* install_helpers(**callables): the Python side hands over what the slow paths call. */
+static PyObject *install_helpers(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    cx_module_state *st = cx_state_from_module(module);
+    if (PyTuple_GET_SIZE(args) != 0 || kwargs == NULL) {
+        PyErr_SetString(PyExc_TypeError, "install_helpers takes keyword arguments only");
+        return NULL;
+    }
+    PyObject *value;
+#define INSTALL(name)                                                                         \
+    value = PyDict_GetItemString(kwargs, #name);                                              \
+    if (value == NULL || !PyCallable_Check(value)) {                                          \
+        PyErr_SetString(PyExc_TypeError, "install_helpers needs a callable " #name);          \
+        return NULL;                                                                          \
+    }                                                                                         \
+    Py_XSETREF(st->name, Py_NewRef(value));
+    STATE_HELPERS(INSTALL)
+#undef INSTALL
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"install_helpers", (PyCFunction)(void (*)(void))install_helpers, METH_VARARGS | METH_KEYWORDS,
+     "Install the Python callables used on slow paths."},
+    {"emit", (PyCFunction)cx_logger_emit, METH_O, "emit(record): write a LogRecord as a JSON line."},
+    {"format_record", (PyCFunction)cx_logger_format, METH_O, "format_record(record) -> str."},
+    {"set_log_level", (PyCFunction)cx_logger_set_level, METH_VARARGS,
+     "set_log_level(api_index, levelno); api_index -1 is the default."},
+    {"set_log_fd", (PyCFunction)cx_logger_set_fd, METH_O, "set_log_fd(fd): where log lines go."},
+    {"set_current_api", (PyCFunction)cx_logger_set_current_api, METH_O,
+     "set_current_api(index) -> previous: whose log level applies on this thread."},
+    {"call_predictor", (PyCFunction)(void (*)(void))cx_call_predictor, METH_VARARGS | METH_KEYWORDS,
+     "call_predictor(predict, arg_names, content_type, body, request_id) -> (status, media_type, body)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static const char *const standard_attrs[] = {
+    "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module", "exc_info",
+    "exc_text", "stack_info", "lineno", "funcName", "created", "msecs", "relativeCreated", "thread",
+    "threadName", "processName", "process", "message", "asctime", "taskName", NULL,
+};
+
+static int module_exec(PyObject *module)
+{
+    cx_module_state *st = cx_state_from_module(module);
+    st->server_type = PyType_FromModuleAndSpec(module, &cx_server_type_spec, NULL);
+    if (st->server_type == NULL || PyModule_AddObjectRef(module, "Server", st->server_type) < 0)
+        return -1;
+    PyObject *names = PyList_New(0);
+    if (names == NULL)
+        return -1;
+    for (const char *const *p = standard_attrs; *p; p++) {
+        PyObject *s = PyUnicode_InternFromString(*p);
+        if (s == NULL || PyList_Append(names, s) < 0) {
+            Py_XDECREF(s);
+            Py_DECREF(names);
+            return -1;
+        }
+        Py_DECREF(s);
+    }
+    st->standard_record_attrs = PyFrozenSet_New(names);
+    Py_DECREF(names);
+    if (st->standard_record_attrs == NULL)
+        return -1;
+#define INTERN(field, text)                                                                   \
+    if ((st->field = PyUnicode_InternFromString(text)) == NULL)                                \
+        return -1;
+    INTERN(str_levelno, "levelno")
+    INTERN(str_levelname, "levelname")
+    INTERN(str_created, "created")
+    INTERN(str_process, "process")
+    INTERN(str_exc_info, "exc_info")
+    INTERN(str_exc_text, "exc_text")
+    INTERN(str_getMessage, "getMessage")
+    INTERN(str_dict, "__dict__")
+#undef INTERN
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    cx_module_state *st = cx_state_from_module(module);
+    Py_VISIT(st->server_type);
+#define VISIT(name) Py_VISIT(st->name);
+    STATE_HELPERS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    cx_module_state *st = cx_state_from_module(module);
+    Py_CLEAR(st->server_type);
+#define CLEAR(name) Py_CLEAR(st->name);
+    STATE_HELPERS(CLEAR)
+#undef CLEAR
+    Py_CLEAR(st->standard_record_attrs);
+    Py_CLEAR(st->str_levelno);
+    Py_CLEAR(st->str_levelname);
+    Py_CLEAR(st->str_created);
+    Py_CLEAR(st->str_process);
+    Py_CLEAR(st->str_exc_info);
+    Py_CLEAR(st->str_exc_text);
+    Py_CLEAR(st->str_getMessage);
+    Py_CLEAR(st->str_dict);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "cortex_runtime._core",
+    .m_doc = "The C core of cortex_runtime: HTTP server, payloads, JSON log lines.",
+    .m_size = sizeof(cx_module_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void);
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    return PyModuleDef_Init(&core_module);
+}

@@ -1,0 +1,31 @@
+/* Module state of cortex_runtime._core: the heap types and the Python helpers the C side
+ * calls on slow paths (forms, Response objects, error logging).  One instance per module
+ * object; reach it with cx_state_from_module() or cx_state_from_type(). */
+#ifndef CX_MODULE_H
+#define CX_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+typedef struct {
+    PyObject *server_type;
+
+    /* installed once by cortex_runtime at import (install_helpers) */
+    PyObject *json_loads;     /* str -> value; ValueError/RecursionError on bad JSON */
+    PyObject *json_dumps;     /* value -> str, byte-identical to json.dumps, numpy aware */
+    PyObject *decode_form;    /* (bytes, content_type) -> dict; ValueError on bad bodies */
+    PyObject *response_parts; /* obj -> None | (status, body bytes, media_type, [(k, v)]) */
+    PyObject *make_headers;   /* [(k, v)] -> case-insensitive mapping */
+    PyObject *log_exception;  /* (message, exc, request_id) -> None, logs at ERROR */
+    PyObject *format_exception; /* exc_info tuple -> str */
+    PyObject *dumps_extra;    /* value -> str, json.dumps(default=str) for log extras */
+
+    PyObject *standard_record_attrs; /* frozenset of LogRecord's own attribute names */
+    PyObject *str_levelno, *str_levelname, *str_created, *str_process, *str_exc_info,
+        *str_exc_text, *str_getMessage, *str_dict;
+} cx_module_state;
+
+cx_module_state *cx_state_from_module(PyObject *module);
+cx_module_state *cx_state_from_type(PyTypeObject *type);
+
+#endif

@@ -1,0 +1,799 @@
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+
+enum {
+    STAGE_NEW = 0,   /* headers seen, nothing decided */
+    STAGE_NO_BODY,   /* a request without a body: decided at the next call */
+    STAGE_RECEIVING, /* a POST to an API: collecting the body */
+    STAGE_QUEUED,    /* suspended, with a worker or waiting for one */
+    STAGE_DONE,      /* the worker set the response half; resumed */
+    STAGE_ANSWERED,  /* a response was queued with libmicrohttpd */
+};
+
+/* Response-code classes counted per API for /metrics: 1XX..5XX. */
+#define N_STATUS_CLASSES 5
+
+typedef struct {
+    cx_api_config config; /* strings owned here */
+    atomic_uint in_flight;
+    atomic_ulong status_counts[N_STATUS_CLASSES];
+} api_state;
+
+struct cx_server {
+    struct MHD_Daemon *daemon;
+    int listen_fd;
+    unsigned port;
+    size_t max_body;
+    int access_log;
+    long pid;
+    size_t n_apis;
+    api_state *apis;
+
+    atomic_int ready;
+    atomic_int draining;
+
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t work_ready;
+    pthread_cond_t drained;
+    cx_request *queue_head;
+    cx_request *queue_tail;
+    long in_flight;         /* requests accepted for an API and not yet finished */
+    long held_by_workers;   /* predict jobs queued or running: the daemon must outlive them */
+    int stopping;
+    double drain_deadline;  /* monotonic; 0 = none */
+};
+
+static const char GET_CONTENT_TYPE[] = "application/json";
+static const char TEXT_PLAIN[] = "text/plain; charset=utf-8";
+
+/* ---- responses ------------------------------------------------------------------------- */
+
+static void add_common_headers(cx_server *s, struct MHD_Response *r, const cx_request *req,
+                               unsigned status)
+{
+    MHD_add_response_header(r, "X-Request-ID", req->request_id);
+    /* Cortex's front proxy added these to successful responses; browsers rely on them */
+    if (status >= 200 && status < 300) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", "*");
+        MHD_add_response_header(r, "Access-Control-Allow-Credentials", "true");
+    }
+    if (atomic_load(&s->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
+static enum MHD_Result send_response(cx_server *s, struct MHD_Connection *conn, cx_request *req,
+                                     unsigned status, const char *content_type, const char *body,
+                                     size_t len, enum MHD_ResponseMemoryMode mode)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, mode);
+    if (r == NULL) {
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free((void *)body);
+        return MHD_NO;
+    }
+    if (content_type)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    add_common_headers(s, r, req, status);
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST, OPTIONS");
+    req->status = (int)status;
+    req->stage = STAGE_ANSWERED;
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+#define SEND_STATIC(s, conn, req, status, type, literal)                                       \
+    send_response(s, conn, req, status, type, literal, sizeof(literal) - 1, MHD_RESPMEM_PERSISTENT)
+
+static enum MHD_Result send_json_error(cx_server *s, struct MHD_Connection *conn, cx_request *req,
+                                       unsigned status, const char *message)
+{
+    cx_buf body;
+    cx_buf_init(&body, 0);
+    if (cx_buf_append_str(&body, "{\"error\":") != 0
+        || cx_log_json_string(&body, message, strlen(message)) != 0
+        || cx_buf_append_char(&body, '}') != 0) {
+        cx_buf_free(&body);
+        return MHD_NO;
+    }
+    size_t len;
+    char *data = cx_buf_steal(&body, &len);
+    return send_response(s, conn, req, status, GET_CONTENT_TYPE, data, len, MHD_RESPMEM_MUST_FREE);
+}
+
+static enum MHD_Result send_worker_response(cx_server *s, struct MHD_Connection *conn,
+                                            cx_request *req)
+{
+    char *body = req->response_body ? req->response_body : strdup("");
+    req->response_body = NULL; /* libmicrohttpd frees it from here on */
+    if (body == NULL)
+        return MHD_NO;
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(req->response_len, body, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    unsigned status = req->status > 0 ? (unsigned)req->status : 200;
+    int has_type = 0;
+    for (size_t i = 0; i < req->response_headers.len; i++) {
+        const cx_kv *h = &req->response_headers.items[i];
+        /* libmicrohttpd owns framing; a user's Content-Length would be refused or wrong */
+        if (strcasecmp(h->key, "Content-Length") == 0 || strcasecmp(h->key, "Transfer-Encoding") == 0)
+            continue;
+        if (strcasecmp(h->key, "Content-Type") == 0)
+            has_type = 1;
+        MHD_add_response_header(r, h->key, h->value);
+    }
+    /* NULL means JSON; "" means the user's Response asked for no Content-Type */
+    if (!has_type && !(req->response_type && req->response_type[0] == '\0'))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                req->response_type ? req->response_type : GET_CONTENT_TYPE);
+    add_common_headers(s, r, req, status);
+    req->status = (int)status;
+    req->stage = STAGE_ANSWERED;
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- /metrics (the built-in series; the full registry is metrics.c's job) ------------- */
+
+static int append_labels(cx_buf *b, const char *api_name)
+{
+    return cx_buf_append_str(b, "{api_name=") != 0 || cx_log_json_string(b, api_name, strlen(api_name)) != 0;
+}
+
+static enum MHD_Result send_metrics(cx_server *s, struct MHD_Connection *conn, cx_request *req)
+{
+    static const char *class_names[N_STATUS_CLASSES] = {"1XX", "2XX", "3XX", "4XX", "5XX"};
+    cx_buf out;
+    cx_buf_init(&out, 0);
+    int bad = cx_buf_append_str(&out, "# HELP cortex_status_code Responses by API and status class.\n"
+                                      "# TYPE cortex_status_code counter\n");
+    for (size_t i = 0; i < s->n_apis && !bad; i++) {
+        for (int c = 0; c < N_STATUS_CLASSES && !bad; c++) {
+            char tail[96];
+            snprintf(tail, sizeof tail, ",response_code=\"%s\"} %lu\n", class_names[c],
+                     atomic_load(&s->apis[i].status_counts[c]));
+            bad = cx_buf_append_str(&out, "cortex_status_code") || append_labels(&out, s->apis[i].config.name)
+                  || cx_buf_append_str(&out, tail);
+        }
+    }
+    if (!bad)
+        bad = cx_buf_append_str(&out, "# HELP cortex_in_flight_requests Requests accepted and not yet answered.\n"
+                                      "# TYPE cortex_in_flight_requests gauge\n");
+    for (size_t i = 0; i < s->n_apis && !bad; i++) {
+        char tail[64];
+        snprintf(tail, sizeof tail, "} %u\n", atomic_load(&s->apis[i].in_flight));
+        bad = cx_buf_append_str(&out, "cortex_in_flight_requests") || append_labels(&out, s->apis[i].config.name)
+              || cx_buf_append_str(&out, tail);
+    }
+    if (bad) {
+        cx_buf_free(&out);
+        return MHD_NO;
+    }
+    size_t len;
+    char *data = cx_buf_steal(&out, &len);
+    return send_response(s, conn, req, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", data,
+                         len, MHD_RESPMEM_MUST_FREE);
+}
+
+/* ---- routing --------------------------------------------------------------------------- */
+
+/* "api-<name>" or "api-<name>:<port>" names an API, as the in-cluster DNS name did. */
+static int api_from_host(const cx_server *s, const char *host)
+{
+    if (host == NULL || strncasecmp(host, "api-", 4) != 0)
+        return -1;
+    const char *name = host + 4;
+    size_t n = strcspn(name, ":");
+    for (size_t i = 0; i < s->n_apis; i++) {
+        const char *candidate = s->apis[i].config.name;
+        if (strlen(candidate) == n && strncasecmp(candidate, name, n) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static int route(const cx_server *s, const char *path, size_t len, const char *host)
+{
+    for (size_t i = 0; i < s->n_apis; i++) {
+        const char *endpoint = s->apis[i].config.endpoint;
+        if (strlen(endpoint) == len && memcmp(endpoint, path, len) == 0)
+            return (int)i;
+    }
+    if ((len == 8 && memcmp(path, "/predict", 8) == 0) || (len == 1 && path[0] == '/')) {
+        if (s->n_apis == 1)
+            return 0;
+        return api_from_host(s, host);
+    }
+    return -1;
+}
+
+/* ---- the access handler ---------------------------------------------------------------- */
+
+static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    (void)kind;
+    cx_kv_list *list = cls;
+    if (key == NULL)
+        return MHD_YES;
+    if (value == NULL)
+        value = "";
+    return cx_kv_list_add(list, key, strlen(key), value, strlen(value)) == 0 ? MHD_YES : MHD_NO;
+}
+
+static enum MHD_Result redirect_without_slash(cx_server *s, struct MHD_Connection *conn,
+                                              cx_request *req, const char *url, size_t len)
+{
+    const char *query = req->uri ? req->uri + req->path_len : "";
+    cx_buf location;
+    cx_buf_init(&location, 0);
+    if (cx_buf_append(&location, url, len - 1) != 0 || cx_buf_append_str(&location, query) != 0) {
+        cx_buf_free(&location);
+        return MHD_NO;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (r == NULL) {
+        cx_buf_free(&location);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, location.data);
+    cx_buf_free(&location);
+    add_common_headers(s, r, req, MHD_HTTP_TEMPORARY_REDIRECT);
+    req->status = MHD_HTTP_TEMPORARY_REDIRECT;
+    req->stage = STAGE_ANSWERED;
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_TEMPORARY_REDIRECT, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_request *req,
+                                  const char *url, const char *method)
+{
+    snprintf(req->method, sizeof req->method, "%s", method);
+    const char *given_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
+    if (cx_request_id_acceptable(given_id))
+        snprintf(req->request_id, sizeof req->request_id, "%s", given_id);
+    else
+        cx_request_id_new(req->request_id);
+
+    int is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    size_t len = strlen(url);
+    if (is_get && strcmp(url, "/healthz") == 0) {
+        if (atomic_load(&s->ready))
+            return SEND_STATIC(s, conn, req, MHD_HTTP_OK, TEXT_PLAIN, "ok");
+        return SEND_STATIC(s, conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, TEXT_PLAIN, "starting");
+    }
+    if (is_get && strcmp(url, "/metrics") == 0)
+        return send_metrics(s, conn, req);
+
+    const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    int api = route(s, url, len, host);
+    if (api < 0) {
+        if (len > 1 && url[len - 1] == '/' && route(s, url, len - 1, host) >= 0)
+            return redirect_without_slash(s, conn, req, url, len);
+        return SEND_STATIC(s, conn, req, MHD_HTTP_NOT_FOUND, TEXT_PLAIN, "Not Found");
+    }
+    req->api = api;
+    api_state *a = &s->apis[api];
+
+    if (is_get)
+        return send_response(s, conn, req, MHD_HTTP_OK, GET_CONTENT_TYPE, a->config.get_body,
+                             a->config.get_body_len, MHD_RESPMEM_PERSISTENT);
+    if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0)
+        return send_response(s, conn, req, MHD_HTTP_NO_CONTENT, NULL, "", 0, MHD_RESPMEM_PERSISTENT);
+    if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+        return SEND_STATIC(s, conn, req, MHD_HTTP_METHOD_NOT_ALLOWED, TEXT_PLAIN, "Method Not Allowed");
+
+    if (!atomic_load(&s->ready))
+        return send_json_error(s, conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "the api is not ready yet");
+    const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (length != NULL && strtoull(length, NULL, 10) > s->max_body) {
+        char message[96];
+        snprintf(message, sizeof message, "request body too large: the limit is %zu bytes", s->max_body);
+        return send_json_error(s, conn, req, MHD_HTTP_CONTENT_TOO_LARGE, message);
+    }
+    /* reserve a slot first so two racing requests cannot both take the last one */
+    if (atomic_fetch_add(&a->in_flight, 1) >= a->config.max_concurrency) {
+        atomic_fetch_sub(&a->in_flight, 1);
+        return send_json_error(s, conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
+                               "too many requests in flight: try again later");
+    }
+    req->counted_in_flight = 1;
+    pthread_mutex_lock(&s->lock);
+    s->in_flight++;
+    pthread_mutex_unlock(&s->lock);
+
+    const char *content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (content_type != NULL && (req->content_type = strdup(content_type)) == NULL)
+        return MHD_NO;
+    cx_buf_init(&req->body, s->max_body);
+    req->stage = STAGE_RECEIVING;
+    return MHD_YES;
+}
+
+static enum MHD_Result dispatch(cx_server *s, struct MHD_Connection *conn, cx_request *req)
+{
+    unsigned wants = s->apis[req->api].config.wants;
+    if ((wants & CX_WANT_HEADERS)
+        && MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_kv, &req->headers) < 0)
+        return MHD_NO;
+    if ((wants & CX_WANT_QUERY)
+        && MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_kv, &req->query) < 0)
+        return MHD_NO;
+    req->connection = conn;
+    req->job = CX_JOB_PREDICT;
+    req->stage = STAGE_QUEUED;
+    /* suspend before a worker can see it, so its resume can never come first */
+    MHD_suspend_connection(conn);
+    pthread_mutex_lock(&s->lock);
+    req->next = NULL;
+    if (s->queue_tail)
+        s->queue_tail->next = req;
+    else
+        s->queue_head = req;
+    s->queue_tail = req;
+    s->held_by_workers++;
+    pthread_cond_signal(&s->work_ready);
+    pthread_mutex_unlock(&s->lock);
+    return MHD_YES;
+}
+
+static int has_body(struct MHD_Connection *conn)
+{
+    const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (length != NULL)
+        return strtoull(length, NULL, 10) > 0;
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    cx_server *s = cls;
+    cx_request *req = *con_cls;
+    if (req == NULL)
+        return MHD_NO; /* the URI callback could not allocate: drop the connection */
+    switch (req->stage) {
+    case STAGE_NEW:
+        /* libmicrohttpd closes the connection after a response queued on the first call, so
+         * bodiless requests are answered on the second to keep their connection alive.
+         * Requests with a body are decided now: a 413 or 503 must not read it first. */
+        if (has_body(conn))
+            return on_headers(s, conn, req, url, method);
+        req->stage = STAGE_NO_BODY;
+        return MHD_YES;
+    case STAGE_NO_BODY: {
+        enum MHD_Result ret = on_headers(s, conn, req, url, method);
+        if (ret != MHD_YES || req->stage != STAGE_RECEIVING)
+            return ret;
+        return dispatch(s, conn, req);
+    }
+    case STAGE_RECEIVING:
+        if (*upload_data_size != 0) {
+            if (!req->too_large) {
+                int rc = cx_buf_append(&req->body, upload_data, *upload_data_size);
+                if (rc == CX_BUF_NOMEM)
+                    return MHD_NO;
+                if (rc == CX_BUF_TOO_LARGE) {
+                    req->too_large = 1;
+                    cx_buf_free(&req->body);
+                }
+            }
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        if (req->too_large) {
+            char message[96];
+            snprintf(message, sizeof message, "request body too large: the limit is %zu bytes", s->max_body);
+            return send_json_error(s, conn, req, MHD_HTTP_CONTENT_TOO_LARGE, message);
+        }
+        return dispatch(s, conn, req);
+    case STAGE_DONE:
+        return send_worker_response(s, conn, req);
+    default:
+        return MHD_YES;
+    }
+}
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    cx_request *req = cx_request_new();
+    if (req == NULL)
+        return NULL;
+    req->uri = strdup(uri ? uri : "");
+    if (req->uri == NULL) {
+        cx_request_free(req);
+        return NULL;
+    }
+    req->path_len = strcspn(req->uri, "?");
+    return req;
+}
+
+static void access_log(cx_server *s, const cx_request *req)
+{
+    if (!cx_log_enabled(req->api < 0 ? CX_LOG_MAX_APIS : req->api, CX_LOG_INFO))
+        return;
+    const char *reason = MHD_get_reason_phrase_for((unsigned)req->status);
+    char status_text[80];
+    snprintf(status_text, sizeof status_text, "%d %s", req->status, reason ? reason : "");
+    char message[160];
+    int path_shown = req->path_len > 64 ? 64 : (int)req->path_len;
+    snprintf(message, sizeof message, "%s %.*s%s %d", req->method, path_shown, req->uri,
+             req->path_len > 64 ? "..." : "", req->status);
+    double latency_ms = (cx_monotonic_seconds() - req->started) * 1000.0;
+    char latency[32];
+    snprintf(latency, sizeof latency, "%.3f", latency_ms);
+
+    cx_buf line;
+    cx_buf_init(&line, 0);
+    int bad = cx_log_begin(&line, cx_wall_seconds(), "INFO", message, strlen(message), s->pid)
+              || cx_log_key(&line, "status_code", 11) || cx_log_json_string(&line, status_text, strlen(status_text))
+              || cx_log_key(&line, "method", 6) || cx_log_json_string(&line, req->method, strlen(req->method))
+              || cx_log_key(&line, "path", 4) || cx_log_json_string(&line, req->uri, req->path_len)
+              || cx_log_key(&line, "request_id", 10)
+              || cx_log_json_string(&line, req->request_id, strlen(req->request_id))
+              || cx_log_key(&line, "latency_ms", 10) || cx_buf_append_str(&line, latency)
+              || cx_log_end(&line);
+    if (!bad)
+        cx_log_write(&line);
+    cx_buf_free(&line);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)toe;
+    cx_server *s = cls;
+    cx_request *req = *con_cls;
+    *con_cls = NULL;
+    if (req == NULL)
+        return;
+    if (req->status > 0) {
+        if (req->api >= 0) {
+            int status_class = req->status / 100 - 1;
+            if (status_class >= 0 && status_class < N_STATUS_CLASSES)
+                atomic_fetch_add(&s->apis[req->api].status_counts[status_class], 1);
+        }
+        if (s->access_log)
+            access_log(s, req);
+    }
+    pthread_mutex_lock(&s->lock);
+    if (req->counted_in_flight) {
+        atomic_fetch_sub(&s->apis[req->api].in_flight, 1);
+        if (--s->in_flight == 0)
+            pthread_cond_broadcast(&s->drained);
+    }
+    if (req->post_state != NULL) {
+        req->job = CX_JOB_POST_PREDICT;
+        req->next = NULL;
+        if (s->queue_tail)
+            s->queue_tail->next = req;
+        else
+            s->queue_head = req;
+        s->queue_tail = req;
+        pthread_cond_signal(&s->work_ready);
+        req = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    cx_request_free(req);
+}
+
+static void on_mhd_error(void *cls, const char *fmt, va_list ap)
+{
+    cx_server *s = cls;
+    char message[512];
+    vsnprintf(message, sizeof message, fmt, ap);
+    size_t n = strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == '\r'))
+        message[--n] = '\0';
+    if (!cx_log_enabled(-1, CX_LOG_WARNING))
+        return;
+    cx_buf line;
+    cx_buf_init(&line, 0);
+    if (cx_log_begin(&line, cx_wall_seconds(), "WARNING", message, n, s->pid) == 0 && cx_log_end(&line) == 0)
+        cx_log_write(&line);
+    cx_buf_free(&line);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+/* Our own socket, so a busy port is a clear errno and not a NULL daemon. */
+static int open_listener(const char *host, unsigned port, int *is_v6, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *found = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    char port_text[16];
+    snprintf(port_text, sizeof port_text, "%u", port);
+    int rc = getaddrinfo(host, port_text, &hints, &found);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve host %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1;
+    int saved_errno = 0;
+    for (struct addrinfo *ai = found; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            saved_errno = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0) {
+            *is_v6 = ai->ai_family == AF_INET6;
+            break;
+        }
+        saved_errno = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(found);
+    if (fd < 0) {
+        if (saved_errno == EADDRINUSE)
+            snprintf(err, errlen, "cannot listen on %s:%u: the port is already in use", host, port);
+        else
+            snprintf(err, errlen, "cannot listen on %s:%u: %s", host, port, strerror(saved_errno));
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+static void free_apis(cx_server *s)
+{
+    for (size_t i = 0; i < s->n_apis && s->apis; i++) {
+        free((char *)s->apis[i].config.name);
+        free((char *)s->apis[i].config.endpoint);
+        free((char *)s->apis[i].config.get_body);
+    }
+    free(s->apis);
+    s->apis = NULL;
+}
+
+static int copy_apis(cx_server *s, const cx_server_config *config)
+{
+    s->apis = calloc(config->n_apis ? config->n_apis : 1, sizeof *s->apis);
+    if (s->apis == NULL)
+        return -1;
+    s->n_apis = config->n_apis;
+    for (size_t i = 0; i < config->n_apis; i++) {
+        const cx_api_config *src = &config->apis[i];
+        cx_api_config *dst = &s->apis[i].config;
+        *dst = *src;
+        dst->name = strdup(src->name);
+        dst->endpoint = strdup(src->endpoint);
+        char *body = malloc(src->get_body_len + 1);
+        if (body) {
+            memcpy(body, src->get_body, src->get_body_len);
+            body[src->get_body_len] = '\0';
+        }
+        dst->get_body = body;
+        if (dst->name == NULL || dst->endpoint == NULL || body == NULL)
+            return -1;
+        if (dst->max_concurrency == 0)
+            dst->max_concurrency = 1;
+    }
+    return 0;
+}
+
+int cx_server_start(const cx_server_config *config, cx_server **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    cx_server *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->work_ready, NULL);
+    pthread_cond_init(&s->drained, NULL);
+    s->listen_fd = -1;
+    s->max_body = config->max_body;
+    s->access_log = config->access_log;
+    s->pid = (long)getpid();
+    if (copy_apis(s, config) != 0) {
+        snprintf(err, errlen, "out of memory");
+        goto error;
+    }
+    int is_v6 = 0;
+    s->listen_fd = open_listener(config->host, config->port, &is_v6, err, errlen);
+    if (s->listen_fd < 0)
+        goto error;
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME
+                     | MHD_USE_ERROR_LOG | (is_v6 ? MHD_USE_IPv6 : 0);
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)config->port, NULL, NULL, on_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s, /* first, or MHD logs to stderr itself */
+        MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_OPTION_END);
+    if (s->daemon == NULL) {
+        snprintf(err, errlen, "cannot start the HTTP server on %s:%u", config->host, config->port);
+        goto error;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : config->port;
+    *out = s;
+    return 0;
+
+error:
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    free_apis(s);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->work_ready);
+    pthread_cond_destroy(&s->drained);
+    free(s);
+    return -1;
+}
+
+unsigned cx_server_port(const cx_server *s)
+{
+    return s->port;
+}
+
+void cx_server_set_ready(cx_server *s, int ready)
+{
+    atomic_store(&s->ready, ready);
+}
+
+static void deadline_from_now(struct timespec *ts, double seconds)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    long long nanos = (long long)ts->tv_nsec + (long long)(seconds * 1e9);
+    ts->tv_sec += (time_t)(nanos / 1000000000LL);
+    ts->tv_nsec = (long)(nanos % 1000000000LL);
+}
+
+int cx_server_next(cx_server *s, cx_request **out, int timeout_ms)
+{
+    *out = NULL;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        if (s->queue_head) {
+            cx_request *req = s->queue_head;
+            s->queue_head = req->next;
+            if (s->queue_head == NULL)
+                s->queue_tail = NULL;
+            req->next = NULL;
+            pthread_mutex_unlock(&s->lock);
+            *out = req;
+            return CX_NEXT_JOB;
+        }
+        if (!s->stopping && atomic_load(&s->draining)
+            && (s->in_flight == 0 || (s->drain_deadline > 0 && cx_monotonic_seconds() >= s->drain_deadline))) {
+            s->stopping = 1;
+            pthread_cond_broadcast(&s->work_ready);
+        }
+        if (s->stopping) {
+            pthread_mutex_unlock(&s->lock);
+            return CX_NEXT_STOP;
+        }
+        struct timespec ts;
+        deadline_from_now(&ts, timeout_ms / 1000.0);
+        if (pthread_cond_timedwait(&s->work_ready, &s->lock, &ts) == ETIMEDOUT && s->queue_head == NULL) {
+            pthread_mutex_unlock(&s->lock);
+            return CX_NEXT_TIMEOUT;
+        }
+    }
+}
+
+void cx_server_complete(cx_server *s, cx_request *req)
+{
+    struct MHD_Connection *conn = req->connection;
+    req->stage = STAGE_DONE;
+    pthread_mutex_lock(&s->lock);
+    s->held_by_workers--;
+    pthread_mutex_unlock(&s->lock);
+    MHD_resume_connection(conn);
+}
+
+void cx_server_release(cx_server *s, cx_request *req)
+{
+    (void)s;
+    cx_request_free(req);
+}
+
+void cx_server_begin_drain(cx_server *s, double grace_s)
+{
+    if (atomic_exchange(&s->draining, 1))
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->drain_deadline = cx_monotonic_seconds() + grace_s;
+    pthread_mutex_unlock(&s->lock);
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    pthread_mutex_lock(&s->lock);
+    pthread_cond_broadcast(&s->work_ready);
+    pthread_mutex_unlock(&s->lock);
+}
+
+int cx_server_wait_drained(cx_server *s, double timeout_s)
+{
+    struct timespec ts;
+    deadline_from_now(&ts, timeout_s);
+    pthread_mutex_lock(&s->lock);
+    while (s->in_flight > 0) {
+        if (pthread_cond_timedwait(&s->drained, &s->lock, &ts) == ETIMEDOUT)
+            break;
+    }
+    int drained = s->in_flight == 0;
+    pthread_mutex_unlock(&s->lock);
+    return drained;
+}
+
+void cx_server_stop_workers(cx_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->work_ready);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void cx_server_destroy(cx_server *s)
+{
+    if (s == NULL)
+        return;
+    cx_server_stop_workers(s);
+    pthread_mutex_lock(&s->lock);
+    long held = s->held_by_workers;
+    pthread_mutex_unlock(&s->lock);
+    if (held > 0) {
+        /* a worker still runs predict on a suspended connection: stopping the daemon now
+         * would free what it will touch.  Close the doors and let the process exit. */
+        if (!atomic_load(&s->draining))
+            cx_server_begin_drain(s, 0);
+        return;
+    }
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon);
+    if (!atomic_load(&s->draining) && s->listen_fd >= 0)
+        close(s->listen_fd);
+    /* post-predict jobs never run: their Python state is the bridge's to drop first */
+    for (cx_request *req = s->queue_head; req;) {
+        cx_request *next = req->next;
+        if (req->post_state == NULL)
+            cx_request_free(req);
+        req = next;
+    }
+    free_apis(s);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->work_ready);
+    pthread_cond_destroy(&s->drained);
+    free(s);
+}

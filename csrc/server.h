@@ -1,0 +1,61 @@
+/* The HTTP side: libmicrohttpd options, routing, limits and the fixed responses, all
+ * decided on the server's own threads without Python.  Requests that need the predictor
+ * are suspended and queued; workers (bridge.c) take them with cx_server_next() and hand
+ * them back with cx_server_complete().  Only this file includes microhttpd.h. */
+#ifndef CX_SERVER_H
+#define CX_SERVER_H
+
+#include <stddef.h>
+
+#include "request.h"
+
+typedef struct cx_server cx_server;
+
+enum { CX_WANT_HEADERS = 1, CX_WANT_QUERY = 2 };
+
+typedef struct {
+    const char *name;
+    const char *endpoint; /* "/name" or networking.endpoint, no trailing slash */
+    const char *get_body; /* the JSON answered to GET */
+    size_t get_body_len;
+    unsigned max_concurrency;
+    unsigned wants; /* CX_WANT_* : what the worker needs copied out of the connection */
+} cx_api_config;
+
+typedef struct {
+    const char *host;
+    unsigned port; /* 0 = any free port */
+    size_t max_body;
+    unsigned idle_timeout; /* seconds */
+    int access_log;
+    size_t n_apis;
+    const cx_api_config *apis;
+} cx_server_config;
+
+/* Binds and starts the server threads; copies the config.  0, or -1 with err filled. */
+int cx_server_start(const cx_server_config *config, cx_server **out, char *err, size_t errlen);
+unsigned cx_server_port(const cx_server *server);
+/* /healthz and predictions answer 503 until ready. */
+void cx_server_set_ready(cx_server *server, int ready);
+
+enum { CX_NEXT_JOB = 0, CX_NEXT_TIMEOUT = 1, CX_NEXT_STOP = 2 };
+/* Blocks (call without the GIL) up to timeout_ms for a job; CX_NEXT_STOP once the server
+ * is draining and nothing is left for workers to do. */
+int cx_server_next(cx_server *server, cx_request **out, int timeout_ms);
+/* A predict job's response half is set: send it. */
+void cx_server_complete(cx_server *server, cx_request *req);
+/* A post-predict job is done (post_state cleared): free it. */
+void cx_server_release(cx_server *server, cx_request *req);
+
+/* Stops accepting new connections; in-flight requests go on for up to grace_s seconds,
+ * after which cx_server_next() reports CX_NEXT_STOP regardless.  Idempotent. */
+void cx_server_begin_drain(cx_server *server, double grace_s);
+/* Waits (without the GIL) until nothing is in flight or timeout_s passes; 1 when drained. */
+int cx_server_wait_drained(cx_server *server, double timeout_s);
+/* Makes every cx_server_next() return CX_NEXT_STOP. */
+void cx_server_stop_workers(cx_server *server);
+/* Joins the server threads and closes every connection, then frees.  With requests still
+ * held by a worker it only closes the sockets, leaving the memory to the process exit. */
+void cx_server_destroy(cx_server *server);
+
+#endif

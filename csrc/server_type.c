@@ -1,0 +1,357 @@
+#include "server_type.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge.h"
+#include "log.h"
+#include "payload.h"
+#include "server.h"
+
+typedef struct {
+    PyObject_HEAD
+    cx_server *server;
+    Py_ssize_t n_apis;
+    cx_handler *handlers;
+} CxServerObject;
+
+/* Idle workers wake this often to let Python run signal handlers on the main thread. */
+#define WORKER_WAKE_MS 100
+
+static void server_shutdown(CxServerObject *self)
+{
+    cx_server *server = self->server;
+    self->server = NULL;
+    if (server == NULL)
+        return;
+    /* the server threads may be waiting to log or finish; never join them holding the GIL */
+    Py_BEGIN_ALLOW_THREADS
+    cx_server_destroy(server);
+    Py_END_ALLOW_THREADS
+}
+
+static int server_clear(CxServerObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->n_apis && self->handlers; i++)
+        cx_handler_clear(&self->handlers[i]);
+    return 0;
+}
+
+static int server_traverse(CxServerObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    for (Py_ssize_t i = 0; i < self->n_apis && self->handlers; i++) {
+        Py_VISIT(self->handlers[i].predict);
+        Py_VISIT(self->handlers[i].post_predict);
+    }
+    return 0;
+}
+
+static void server_dealloc(CxServerObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    server_shutdown(self);
+    server_clear(self);
+    PyMem_Free(self->handlers);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static int get_item(PyObject *dict, const char *key, PyObject **out)
+{
+    *out = PyDict_GetItemString(dict, key); /* borrowed; the dict outlives its use here */
+    if (*out == NULL) {
+        PyErr_Format(PyExc_KeyError, "api entry has no %s", key);
+        return -1;
+    }
+    return 0;
+}
+
+/* Server(host, port, max_body_size, idle_timeout, access_log, apis): binds and starts.
+ * apis: list of dicts with name, endpoint, get_body (bytes), max_concurrency,
+ * predict_args (names), post_predict_args (names or None). */
+static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"host", "port", "max_body_size", "idle_timeout", "access_log", "apis", NULL};
+    const char *host;
+    unsigned int port, idle_timeout;
+    unsigned long long max_body;
+    int access_log;
+    PyObject *apis;
+    CxServerObject *self = NULL;
+    cx_api_config *configs = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!", kwlist, &host, &port, &max_body,
+                                     &idle_timeout, &access_log, &PyList_Type, &apis))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(apis);
+    self = (CxServerObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->handlers = PyMem_Calloc(n ? (size_t)n : 1, sizeof *self->handlers);
+    configs = PyMem_Calloc(n ? (size_t)n : 1, sizeof *configs);
+    if (self->handlers == NULL || configs == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    self->n_apis = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *entry = PyList_GET_ITEM(apis, i);
+        PyObject *name, *endpoint, *get_body, *max_concurrency, *predict_args, *post_args;
+        if (!PyDict_Check(entry)) {
+            PyErr_SetString(PyExc_TypeError, "apis must be a list of dicts");
+            goto error;
+        }
+        if (get_item(entry, "name", &name) || get_item(entry, "endpoint", &endpoint)
+            || get_item(entry, "get_body", &get_body) || get_item(entry, "max_concurrency", &max_concurrency)
+            || get_item(entry, "predict_args", &predict_args) || get_item(entry, "post_predict_args", &post_args))
+            goto error;
+        cx_api_config *c = &configs[i];
+        if ((c->name = PyUnicode_AsUTF8(name)) == NULL || (c->endpoint = PyUnicode_AsUTF8(endpoint)) == NULL)
+            goto error;
+        char *body;
+        Py_ssize_t body_len;
+        if (PyBytes_AsStringAndSize(get_body, &body, &body_len) < 0)
+            goto error;
+        c->get_body = body;
+        c->get_body_len = (size_t)body_len;
+        c->max_concurrency = (unsigned)PyLong_AsUnsignedLong(max_concurrency);
+        if (PyErr_Occurred())
+            goto error;
+        cx_handler *h = &self->handlers[i];
+        if (cx_handler_set_args(h, predict_args, 0) < 0)
+            goto error;
+        if (post_args != Py_None && cx_handler_set_args(h, post_args, 1) < 0)
+            goto error;
+        if (h->needs & (1u << CX_ARG_HEADERS))
+            c->wants |= CX_WANT_HEADERS;
+        if (h->needs & (1u << CX_ARG_QUERY_PARAMS))
+            c->wants |= CX_WANT_QUERY;
+    }
+    cx_server_config config = {
+        .host = host,
+        .port = port,
+        .max_body = (size_t)max_body,
+        .idle_timeout = idle_timeout,
+        .access_log = access_log,
+        .n_apis = (size_t)n,
+        .apis = configs,
+    };
+    char err[256] = "";
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cx_server_start(&config, &self->server, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        PyErr_SetString(PyExc_OSError, err);
+        goto error;
+    }
+    PyMem_Free(configs);
+    return (PyObject *)self;
+error:
+    PyMem_Free(configs);
+    Py_XDECREF(self);
+    return NULL;
+}
+
+static int check_open(CxServerObject *self)
+{
+    if (self->server == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the server is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* set_handler(index, predict, post_predict=None): the predictor is built; route to it. */
+static PyObject *server_set_handler(CxServerObject *self, PyObject *args)
+{
+    Py_ssize_t index;
+    PyObject *predict, *post_predict = Py_None;
+    if (!PyArg_ParseTuple(args, "nO|O", &index, &predict, &post_predict))
+        return NULL;
+    if (index < 0 || index >= self->n_apis) {
+        PyErr_SetString(PyExc_IndexError, "no api at that index");
+        return NULL;
+    }
+    if (!PyCallable_Check(predict) || (post_predict != Py_None && !PyCallable_Check(post_predict))) {
+        PyErr_SetString(PyExc_TypeError, "predict and post_predict must be callable");
+        return NULL;
+    }
+    cx_handler *h = &self->handlers[index];
+    Py_XSETREF(h->predict, Py_NewRef(predict));
+    Py_XSETREF(h->post_predict, post_predict == Py_None ? NULL : Py_NewRef(post_predict));
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_set_ready(CxServerObject *self, PyObject *arg)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    int ready = PyObject_IsTrue(arg);
+    if (ready < 0)
+        return NULL;
+    cx_server_set_ready(self->server, ready);
+    Py_RETURN_NONE;
+}
+
+/* work(): serve queued requests on this thread until the server stops.  Each thread that
+ * calls it is one of threads_per_process; with one, predict always runs on the caller. */
+static PyObject *server_work(CxServerObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    cx_module_state *state = cx_state_from_type(Py_TYPE(self));
+    cx_server *server = self->server;
+    Py_INCREF(self); /* close() from another thread must not free us mid-loop */
+    for (;;) {
+        cx_request *req;
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = cx_server_next(server, &req, WORKER_WAKE_MS);
+        Py_END_ALLOW_THREADS
+        if (rc == CX_NEXT_STOP)
+            break;
+        if (rc == CX_NEXT_TIMEOUT) {
+            if (PyErr_CheckSignals() < 0) {
+                Py_DECREF(self);
+                return NULL;
+            }
+            continue;
+        }
+        const cx_handler *h = &self->handlers[req->api];
+        if (req->job == CX_JOB_POST_PREDICT) {
+            cx_bridge_post_predict(state, h, req);
+            cx_server_release(server, req);
+        } else {
+            cx_bridge_predict(state, h, req);
+            cx_server_complete(server, req);
+        }
+    }
+    Py_DECREF(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_begin_drain(CxServerObject *self, PyObject *arg)
+{
+    double grace = PyFloat_AsDouble(arg);
+    if (grace == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (self->server)
+        cx_server_begin_drain(self->server, grace);
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_wait_drained(CxServerObject *self, PyObject *arg)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    double timeout = PyFloat_AsDouble(arg);
+    if (timeout == -1.0 && PyErr_Occurred())
+        return NULL;
+    int drained;
+    Py_BEGIN_ALLOW_THREADS
+    drained = cx_server_wait_drained(self->server, timeout);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(drained);
+}
+
+static PyObject *server_stop_workers(CxServerObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->server)
+        cx_server_stop_workers(self->server);
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_close(CxServerObject *self, PyObject *Py_UNUSED(ignored))
+{
+    server_shutdown(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_get_port(CxServerObject *self, void *Py_UNUSED(closure))
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLong(cx_server_port(self->server));
+}
+
+static PyMethodDef server_methods[] = {
+    {"set_handler", (PyCFunction)server_set_handler, METH_VARARGS,
+     "set_handler(index, predict, post_predict=None): route API `index` to these callables."},
+    {"set_ready", (PyCFunction)server_set_ready, METH_O, "set_ready(flag): /healthz and predictions open."},
+    {"work", (PyCFunction)server_work, METH_NOARGS, "Serve requests on this thread until stopped."},
+    {"begin_drain", (PyCFunction)server_begin_drain, METH_O,
+     "begin_drain(grace): stop accepting; work() returns once nothing is in flight or after grace s."},
+    {"wait_drained", (PyCFunction)server_wait_drained, METH_O,
+     "wait_drained(timeout) -> bool: wait until no request is in flight."},
+    {"stop_workers", (PyCFunction)server_stop_workers, METH_NOARGS, "Make every work() return."},
+    {"close", (PyCFunction)server_close, METH_NOARGS, "Stop the server threads and close connections."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef server_getset[] = {
+    {"port", (getter)server_get_port, NULL, "The bound port.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot server_slots[] = {
+    {Py_tp_new, server_new},
+    {Py_tp_dealloc, server_dealloc},
+    {Py_tp_traverse, server_traverse},
+    {Py_tp_clear, server_clear},
+    {Py_tp_methods, server_methods},
+    {Py_tp_getset, server_getset},
+    {Py_tp_doc, "Server(host, port, max_body_size, idle_timeout, access_log, apis)"},
+    {0, NULL},
+};
+
+PyType_Spec cx_server_type_spec = {
+    .name = "cortex_runtime._core.Server",
+    .basicsize = sizeof(CxServerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = server_slots,
+};
+
+/* The request path without HTTP, for `python -m cortex_runtime predict`. */
+PyObject *cx_call_predictor(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"predict", "arg_names", "content_type", "body", "request_id", NULL};
+    PyObject *predict, *arg_names, *content_type;
+    const char *body, *request_id;
+    Py_ssize_t body_len;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOy#s", kwlist, &predict, &arg_names,
+                                     &content_type, &body, &body_len, &request_id))
+        return NULL;
+    cx_module_state *state = cx_state_from_module(module);
+    cx_handler h = {0};
+    PyObject *result = NULL;
+    cx_request *req = cx_request_new();
+    if (req == NULL)
+        return PyErr_NoMemory();
+    if (cx_handler_set_args(&h, arg_names, 0) < 0)
+        goto done;
+    h.predict = Py_NewRef(predict);
+    req->api = cx_log_current_api();
+    snprintf(req->request_id, sizeof req->request_id, "%s", request_id);
+    if (content_type != Py_None) {
+        const char *ct = PyUnicode_AsUTF8(content_type);
+        if (ct == NULL || (req->content_type = strdup(ct)) == NULL)
+            goto done;
+    }
+    cx_buf_init(&req->body, 0);
+    if (cx_buf_append(&req->body, body, (size_t)body_len) != 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    cx_bridge_predict(state, &h, req);
+    const char *type = req->response_type;
+    if (type == NULL)
+        type = "application/json";
+    result = Py_BuildValue("(iNy#)", req->status, type[0] ? PyUnicode_FromString(type) : Py_NewRef(Py_None),
+                           req->response_body ? req->response_body : "", (Py_ssize_t)req->response_len);
+done:
+    cx_handler_clear(&h);
+    cx_request_free(req);
+    return result;
+}
