@@ -50,6 +50,13 @@ def to_stderr() -> None:
     _core.set_log_fd(2)
 
 
+def announce(message: str, **fields) -> None:
+    """An INFO line written whatever the configured level: tools wait for these."""
+    record = logger.makeRecord(logger.name, logging.INFO, "(cortex)", 0, message, (), None,
+                               extra=fields)
+    _core.emit_unfiltered(record)
+
+
 def log_exception(message, exc, request_id):
     extra = {"request_id": request_id} if request_id else None
     logger.error(message, exc_info=exc if exc is not None else None, extra=extra)

@@ -147,9 +147,8 @@ def _serve_prepared(prepared, args) -> int:
         if stop_requested.is_set():
             return 0
         server.set_ready(True)
-        logger.info("listening", extra={
-            "host": args.host, "port": server.port,
-            "apis": [{"name": api.name, "endpoint": api.endpoint} for api in project.apis]})
+        log.announce("listening", host=args.host, port=server.port,
+                     apis=[{"name": api.name, "endpoint": api.endpoint} for api in project.apis])
         threads = max(api.threads for api in project.apis)
         extra_workers = [threading.Thread(target=server.work, name=f"cortex-worker-{i}", daemon=True)
                          for i in range(1, threads)]

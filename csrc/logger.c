@@ -128,6 +128,22 @@ PyObject *cx_logger_emit(PyObject *module, PyObject *record)
     Py_RETURN_NONE;
 }
 
+PyObject *cx_logger_emit_unfiltered(PyObject *module, PyObject *record)
+{
+    cx_module_state *st = cx_state_from_module(module);
+    cx_buf line;
+    cx_buf_init(&line, 0);
+    if (format_record(st, record, &line) < 0) {
+        cx_buf_free(&line);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    cx_log_write(&line);
+    Py_END_ALLOW_THREADS
+    cx_buf_free(&line);
+    Py_RETURN_NONE;
+}
+
 PyObject *cx_logger_format(PyObject *module, PyObject *record)
 {
     cx_module_state *st = cx_state_from_module(module);

@@ -8,6 +8,8 @@
 /* emit(record): format one logging.LogRecord and write it, if its level is enabled for
  * the API whose code runs on this thread. */
 PyObject *cx_logger_emit(PyObject *module, PyObject *record);
+/* emit_unfiltered(record): write it whatever the levels say (the one "listening" line). */
+PyObject *cx_logger_emit_unfiltered(PyObject *module, PyObject *record);
 /* set_log_level(api_index, levelno): api_index -1 sets the default. */
 PyObject *cx_logger_set_level(PyObject *module, PyObject *args);
 /* set_log_fd(fd): where lines go (1 = stdout). */

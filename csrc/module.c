@@ -43,6 +43,8 @@ static PyMethodDef module_methods[] = {
     {"install_helpers", (PyCFunction)(void (*)(void))install_helpers, METH_VARARGS | METH_KEYWORDS,
      "Install the Python callables used on slow paths."},
     {"emit", (PyCFunction)cx_logger_emit, METH_O, "emit(record): write a LogRecord as a JSON line."},
+    {"emit_unfiltered", (PyCFunction)cx_logger_emit_unfiltered, METH_O,
+     "emit_unfiltered(record): write a LogRecord whatever the level."},
     {"format_record", (PyCFunction)cx_logger_format, METH_O, "format_record(record) -> str."},
     {"set_log_level", (PyCFunction)cx_logger_set_level, METH_VARARGS,
      "set_log_level(api_index, levelno); api_index -1 is the default."},

@@ -30,6 +30,14 @@ enum {
 /* Response-code classes counted per API for /metrics: 1XX..5XX. */
 #define N_STATUS_CLASSES 5
 
+/* Every open connection, so a drain can close the idle keep-alive ones at once:
+ * libmicrohttpd has no call for that, but a shutdown() of the socket makes it close. */
+typedef struct open_connection {
+    struct open_connection *prev, *next;
+    int fd;
+    atomic_int busy; /* a request is being received or answered */
+} open_connection;
+
 typedef struct {
     cx_api_config config; /* strings owned here */
     atomic_uint in_flight;
@@ -58,6 +66,7 @@ struct cx_server {
     long held_by_workers;   /* predict jobs queued or running: the daemon must outlive them */
     int stopping;
     double drain_deadline;  /* monotonic; 0 = none */
+    open_connection *connections;
 };
 
 static const char GET_CONTENT_TYPE[] = "application/json";
@@ -421,10 +430,55 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
 }
 
+static open_connection *connection_entry(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    cx_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        open_connection *c = calloc(1, sizeof *c);
+        *socket_context = c;
+        if (c == NULL || info == NULL)
+            return;
+        c->fd = info->connect_fd;
+        pthread_mutex_lock(&s->lock);
+        c->next = s->connections;
+        if (c->next)
+            c->next->prev = c;
+        s->connections = c;
+        if (atomic_load(&s->draining))
+            shutdown(c->fd, SHUT_RDWR);
+        pthread_mutex_unlock(&s->lock);
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        /* called before libmicrohttpd closes the fd: once unlinked, nobody shuts it down */
+        open_connection *c = *socket_context;
+        *socket_context = NULL;
+        if (c == NULL)
+            return;
+        pthread_mutex_lock(&s->lock);
+        if (c->prev)
+            c->prev->next = c->next;
+        else if (s->connections == c)
+            s->connections = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        pthread_mutex_unlock(&s->lock);
+        free(c);
+    }
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     (void)cls;
-    (void)conn;
+    open_connection *c = connection_entry(conn);
+    if (c)
+        atomic_store(&c->busy, 1);
     cx_request *req = cx_request_new();
     if (req == NULL)
         return NULL;
@@ -470,9 +524,11 @@ static void access_log(cx_server *s, const cx_request *req)
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     (void)toe;
     cx_server *s = cls;
+    open_connection *c = connection_entry(conn);
+    if (c)
+        atomic_store(&c->busy, 0);
     cx_request *req = *con_cls;
     *con_cls = NULL;
     if (req == NULL)
@@ -640,6 +696,7 @@ int cx_server_start(const cx_server_config *config, cx_server **out, char *err, 
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_END);
     if (s->daemon == NULL) {
         snprintf(err, errlen, "cannot start the HTTP server on %s:%u", config->host, config->port);
@@ -734,6 +791,9 @@ void cx_server_begin_drain(cx_server *s, double grace_s)
         return;
     pthread_mutex_lock(&s->lock);
     s->drain_deadline = cx_monotonic_seconds() + grace_s;
+    for (open_connection *c = s->connections; c; c = c->next)
+        if (!atomic_load(&c->busy))
+            shutdown(c->fd, SHUT_RDWR);
     pthread_mutex_unlock(&s->lock);
     MHD_socket fd = MHD_quiesce_daemon(s->daemon);
     if (fd != MHD_INVALID_SOCKET)
