@@ -4,6 +4,7 @@
 
 #include "log.h"
 #include "payload.h"
+#include "server.h"
 
 static const char *const arg_names[CX_N_ARGS] = {"payload", "request_id", "query_params", "headers",
                                                  "response"};
@@ -235,4 +236,70 @@ void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_requ
     Py_XDECREF(result);
     Py_DECREF(kept);
     cx_log_set_current_api(-1);
+}
+
+/* ---- the only places the GIL is released -------------------------------------------- */
+
+/* Idle workers wake this often to let Python run signal handlers on the main thread. */
+#define WORKER_WAKE_MS 100
+
+PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_handler *handlers)
+{
+    for (;;) {
+        cx_request *req;
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = cx_server_next(server, &req, WORKER_WAKE_MS);
+        Py_END_ALLOW_THREADS
+        if (rc == CX_NEXT_STOP)
+            break;
+        if (rc == CX_NEXT_TIMEOUT) {
+            if (PyErr_CheckSignals() < 0)
+                return NULL;
+            continue;
+        }
+        const cx_handler *h = &handlers[req->api];
+        if (req->job == CX_JOB_POST_PREDICT) {
+            cx_bridge_post_predict(state, h, req);
+            cx_server_release(server, req);
+        } else {
+            cx_bridge_predict(state, h, req);
+            cx_server_complete(server, req);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+int cx_bridge_start_server(const cx_server_config *config, cx_server **out, char *err, size_t errlen)
+{
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cx_server_start(config, out, err, errlen);
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+void cx_bridge_destroy_server(cx_server *server)
+{
+    /* server threads may be waiting to finish a request; never join them holding the GIL */
+    Py_BEGIN_ALLOW_THREADS
+    cx_server_destroy(server);
+    Py_END_ALLOW_THREADS
+}
+
+int cx_bridge_wait_drained(cx_server *server, double timeout_s)
+{
+    int drained;
+    Py_BEGIN_ALLOW_THREADS
+    drained = cx_server_wait_drained(server, timeout_s);
+    Py_END_ALLOW_THREADS
+    return drained;
+}
+
+void cx_bridge_write_log(const cx_buf *line)
+{
+    /* a full stdout pipe blocks the write: let other threads run meanwhile */
+    Py_BEGIN_ALLOW_THREADS
+    cx_log_write(line);
+    Py_END_ALLOW_THREADS
 }

@@ -4,8 +4,10 @@
 #ifndef CX_BRIDGE_H
 #define CX_BRIDGE_H
 
+#include "buf.h"
 #include "module.h"
 #include "request.h"
+#include "server.h"
 
 /* Which value each keyword argument of predict/post_predict takes. */
 typedef enum {
@@ -40,5 +42,14 @@ void cx_handler_clear(cx_handler *h);
 void cx_bridge_predict(cx_module_state *state, const cx_handler *h, cx_request *req);
 /* Runs post_predict with what cx_bridge_predict kept, logs its exception, clears post_state. */
 void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_request *req);
+
+/* The GIL is released only in the functions below (and taken back before they return). */
+
+/* The worker loop of Server.work(): NULL with an exception when a signal handler raised. */
+PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_handler *handlers);
+int cx_bridge_start_server(const cx_server_config *config, cx_server **out, char *err, size_t errlen);
+void cx_bridge_destroy_server(cx_server *server);
+int cx_bridge_wait_drained(cx_server *server, double timeout_s);
+void cx_bridge_write_log(const cx_buf *line);
 
 #endif

@@ -2,6 +2,7 @@
 
 #include <limits.h>
 
+#include "bridge.h"
 #include "log.h"
 
 static int as_int(PyObject *arg, int *out)
@@ -120,9 +121,7 @@ PyObject *cx_logger_emit(PyObject *module, PyObject *record)
     }
     /* Cortex dropped lines over 5 MB rather than flood the log pipeline */
     if (line.len <= 5 * 1024 * 1024) {
-        Py_BEGIN_ALLOW_THREADS
-        cx_log_write(&line);
-        Py_END_ALLOW_THREADS
+        cx_bridge_write_log(&line);
     }
     cx_buf_free(&line);
     Py_RETURN_NONE;
@@ -137,9 +136,7 @@ PyObject *cx_logger_emit_unfiltered(PyObject *module, PyObject *record)
         cx_buf_free(&line);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS
-    cx_log_write(&line);
-    Py_END_ALLOW_THREADS
+    cx_bridge_write_log(&line);
     cx_buf_free(&line);
     Py_RETURN_NONE;
 }

@@ -15,19 +15,13 @@ typedef struct {
     cx_handler *handlers;
 } CxServerObject;
 
-/* Idle workers wake this often to let Python run signal handlers on the main thread. */
-#define WORKER_WAKE_MS 100
-
 static void server_shutdown(CxServerObject *self)
 {
     cx_server *server = self->server;
     self->server = NULL;
     if (server == NULL)
         return;
-    /* the server threads may be waiting to log or finish; never join them holding the GIL */
-    Py_BEGIN_ALLOW_THREADS
-    cx_server_destroy(server);
-    Py_END_ALLOW_THREADS
+    cx_bridge_destroy_server(server);
 }
 
 static int server_clear(CxServerObject *self)
@@ -138,11 +132,7 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         .apis = configs,
     };
     char err[256] = "";
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = cx_server_start(&config, &self->server, err, sizeof err);
-    Py_END_ALLOW_THREADS
-    if (rc != 0) {
+    if (cx_bridge_start_server(&config, &self->server, err, sizeof err) != 0) {
         PyErr_SetString(PyExc_OSError, err);
         goto error;
     }
@@ -202,34 +192,10 @@ static PyObject *server_work(CxServerObject *self, PyObject *Py_UNUSED(ignored))
     if (check_open(self) < 0)
         return NULL;
     cx_module_state *state = cx_state_from_type(Py_TYPE(self));
-    cx_server *server = self->server;
     Py_INCREF(self); /* close() from another thread must not free us mid-loop */
-    for (;;) {
-        cx_request *req;
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = cx_server_next(server, &req, WORKER_WAKE_MS);
-        Py_END_ALLOW_THREADS
-        if (rc == CX_NEXT_STOP)
-            break;
-        if (rc == CX_NEXT_TIMEOUT) {
-            if (PyErr_CheckSignals() < 0) {
-                Py_DECREF(self);
-                return NULL;
-            }
-            continue;
-        }
-        const cx_handler *h = &self->handlers[req->api];
-        if (req->job == CX_JOB_POST_PREDICT) {
-            cx_bridge_post_predict(state, h, req);
-            cx_server_release(server, req);
-        } else {
-            cx_bridge_predict(state, h, req);
-            cx_server_complete(server, req);
-        }
-    }
+    PyObject *result = cx_bridge_work(state, self->server, self->handlers);
     Py_DECREF(self);
-    Py_RETURN_NONE;
+    return result;
 }
 
 static PyObject *server_begin_drain(CxServerObject *self, PyObject *arg)
@@ -249,11 +215,7 @@ static PyObject *server_wait_drained(CxServerObject *self, PyObject *arg)
     double timeout = PyFloat_AsDouble(arg);
     if (timeout == -1.0 && PyErr_Occurred())
         return NULL;
-    int drained;
-    Py_BEGIN_ALLOW_THREADS
-    drained = cx_server_wait_drained(self->server, timeout);
-    Py_END_ALLOW_THREADS
-    return PyBool_FromLong(drained);
+    return PyBool_FromLong(cx_bridge_wait_drained(self->server, timeout));
 }
 
 static PyObject *server_stop_workers(CxServerObject *self, PyObject *Py_UNUSED(ignored))
