@@ -13,6 +13,9 @@ import pytest
 import requests
 
 STARTUP_TIMEOUT = 60.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# read-only test data laid beside the checkout (../shared), used in place
+SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
 
 
 def free_port() -> int:
