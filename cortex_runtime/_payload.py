@@ -1,17 +1,9 @@
-"""Python halves of payload decoding that are not on the hot path yet: JSON via the stdlib
-(strict about NaN/Infinity), forms via the stdlib parsers, the headers mapping."""
-import json
+"""Python halves of payload decoding that are not on the hot path: forms via the stdlib
+parsers, and the headers mapping."""
 from collections.abc import Mapping
 from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qsl
-
-
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-json_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 def decode_form(body: bytes, content_type: str) -> dict:

@@ -1,5 +1,4 @@
 """The `cortex` logger: a logging.Logger whose lines are formatted and written by C."""
-import json
 import logging
 
 from . import _core
@@ -64,4 +63,3 @@ def log_exception(message, exc, request_id):
 
 _formatter = logging.Formatter()
 format_exception = _formatter.formatException
-dumps_extra = json.JSONEncoder(default=str).encode

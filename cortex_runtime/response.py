@@ -1,17 +1,5 @@
 """cortex_runtime.Response: what predict() returns to set status, headers or media type."""
-import json
-
-
-def _numpy_default(obj):
-    # numpy arrays and scalars become what .tolist() gives, without importing numpy
-    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-# Same separators, escaping and NaN handling as json.dumps(value) with default arguments.
-json_dumps = json.JSONEncoder(default=_numpy_default).encode
-
+from ._core import json_dumps
 
 class Response:
     """Response(body, status=200, headers=None, media_type=None).

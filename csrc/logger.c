@@ -3,6 +3,7 @@
 #include <limits.h>
 
 #include "bridge.h"
+#include "json_encode.h"
 #include "log.h"
 
 static int as_int(PyObject *arg, int *out)
@@ -68,21 +69,13 @@ static int format_record(cx_module_state *st, PyObject *record, cx_buf *line)
         const char *key_text = PyUnicode_AsUTF8AndSize(key, &key_len);
         if (key_text == NULL)
             goto done;
-        Py_INCREF(value); /* dumps_extra runs Python code that could drop the dict's reference */
-        PyObject *json = PyObject_CallOneArg(st->dumps_extra, value);
+        if (cx_log_key(line, key_text, (size_t)key_len) != 0)
+            goto nomem;
+        Py_INCREF(value); /* str() of a value runs Python code that could drop the dict's reference */
+        int bad = cx_json_encode_ex(value, line, 1);
         Py_DECREF(value);
-        if (json == NULL)
+        if (bad)
             goto done;
-        Py_ssize_t json_len;
-        const char *json_text = PyUnicode_AsUTF8AndSize(json, &json_len);
-        int bad = json_text == NULL || cx_log_key(line, key_text, (size_t)key_len) != 0
-                  || cx_buf_append(line, json_text, (size_t)json_len) != 0;
-        Py_DECREF(json);
-        if (bad) {
-            if (!PyErr_Occurred())
-                PyErr_NoMemory();
-            goto done;
-        }
     }
     if (cx_log_end(line) != 0)
         goto nomem;

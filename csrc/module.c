@@ -1,6 +1,11 @@
 /* cortex_runtime._core: module state, type registration, helper installation. */
 #include "module.h"
 
+#include <string.h>
+
+#include "buf.h"
+#include "json_decode.h"
+#include "json_encode.h"
 #include "logger.h"
 #include "server_type.h"
 
@@ -15,8 +20,7 @@ cx_module_state *cx_state_from_type(PyTypeObject *type)
 }
 
 #define STATE_HELPERS(X)                                                                      \
-    X(json_loads) X(json_dumps) X(decode_form) X(response_parts) X(make_headers) X(log_exception) \
-    X(format_exception) X(dumps_extra)
+    X(decode_form) X(response_parts) X(make_headers) X(log_exception) X(format_exception)
 
 /* install_helpers(**callables): the Python side hands over what the slow paths call. */
 static PyObject *install_helpers(PyObject *module, PyObject *args, PyObject *kwargs)
@@ -39,7 +43,65 @@ static PyObject *install_helpers(PyObject *module, PyObject *args, PyObject *kwa
     Py_RETURN_NONE;
 }
 
+/* json_loads(bytes | str) -> value; JSONDecodeError (a ValueError) saying what and where. */
+static PyObject *json_loads(PyObject *module, PyObject *data)
+{
+    cx_module_state *st = cx_state_from_module(module);
+    const char *bytes;
+    Py_ssize_t len;
+    if (PyUnicode_Check(data)) {
+        bytes = PyUnicode_AsUTF8AndSize(data, &len);
+        if (bytes == NULL)
+            return NULL;
+    } else if (PyBytes_Check(data)) {
+        bytes = PyBytes_AS_STRING(data);
+        len = PyBytes_GET_SIZE(data);
+    } else if (PyByteArray_Check(data)) {
+        bytes = PyByteArray_AS_STRING(data);
+        len = PyByteArray_GET_SIZE(data);
+    } else {
+        return PyErr_Format(PyExc_TypeError, "the JSON object must be str, bytes or bytearray, not %.100s",
+                            Py_TYPE(data)->tp_name);
+    }
+    cx_json_error error;
+    PyObject *value = cx_json_decode(&st->key_cache, bytes, (size_t)len, &error);
+    if (value == NULL && !PyErr_Occurred()) {
+        PyObject *exc = PyObject_CallFunction(st->json_decode_error, "s", error.message);
+        if (exc != NULL) {
+            PyObject *pos = PyLong_FromSize_t(error.position);
+            if (pos == NULL || PyObject_SetAttrString(exc, "pos", pos) < 0) {
+                Py_XDECREF(pos);
+                Py_DECREF(exc);
+                return NULL;
+            }
+            Py_DECREF(pos);
+            PyErr_SetObject(st->json_decode_error, exc);
+            Py_DECREF(exc);
+        }
+    }
+    return value;
+}
+
+/* json_dumps(obj) -> str, byte-identical to json.dumps(obj). */
+static PyObject *json_dumps(PyObject *module, PyObject *obj)
+{
+    (void)module;
+    cx_buf out;
+    cx_buf_init(&out, 0);
+    if (cx_json_encode(obj, &out) < 0) {
+        cx_buf_free(&out);
+        return NULL;
+    }
+    PyObject *text = PyUnicode_New((Py_ssize_t)out.len, 127); /* ensure_ascii: always ASCII */
+    if (text != NULL && out.len)
+        memcpy(PyUnicode_1BYTE_DATA(text), out.data, out.len);
+    cx_buf_free(&out);
+    return text;
+}
+
 static PyMethodDef module_methods[] = {
+    {"json_loads", (PyCFunction)json_loads, METH_O, "json_loads(bytes | str) -> value (strict RFC 8259)."},
+    {"json_dumps", (PyCFunction)json_dumps, METH_O, "json_dumps(obj) -> str, as json.dumps(obj)."},
     {"install_helpers", (PyCFunction)(void (*)(void))install_helpers, METH_VARARGS | METH_KEYWORDS,
      "Install the Python callables used on slow paths."},
     {"emit", (PyCFunction)cx_logger_emit, METH_O, "emit(record): write a LogRecord as a JSON line."},
@@ -65,6 +127,11 @@ static const char *const standard_attrs[] = {
 static int module_exec(PyObject *module)
 {
     cx_module_state *st = cx_state_from_module(module);
+    st->json_decode_error = PyErr_NewExceptionWithDoc(
+        "cortex_runtime.json.JSONDecodeError", "Invalid JSON; .pos is the byte offset of the problem.",
+        PyExc_ValueError, NULL);
+    if (st->json_decode_error == NULL || PyModule_AddObjectRef(module, "JSONDecodeError", st->json_decode_error) < 0)
+        return -1;
     st->server_type = PyType_FromModuleAndSpec(module, &cx_server_type_spec, NULL);
     if (st->server_type == NULL || PyModule_AddObjectRef(module, "Server", st->server_type) < 0)
         return -1;
@@ -103,6 +170,9 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     cx_module_state *st = cx_state_from_module(module);
     Py_VISIT(st->server_type);
+    Py_VISIT(st->json_decode_error);
+    for (size_t i = 0; i < CX_JSON_KEY_CACHE_SIZE; i++)
+        Py_VISIT(st->key_cache.keys[i]);
 #define VISIT(name) Py_VISIT(st->name);
     STATE_HELPERS(VISIT)
 #undef VISIT
@@ -113,6 +183,8 @@ static int module_clear(PyObject *module)
 {
     cx_module_state *st = cx_state_from_module(module);
     Py_CLEAR(st->server_type);
+    Py_CLEAR(st->json_decode_error);
+    cx_json_key_cache_clear(&st->key_cache);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_HELPERS(CLEAR)
 #undef CLEAR

@@ -7,18 +7,20 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "json_decode.h"
+
 typedef struct {
     PyObject *server_type;
 
+    PyObject *json_decode_error; /* cortex_runtime.json.JSONDecodeError, a ValueError */
+    cx_json_key_cache key_cache;
+
     /* installed once by cortex_runtime at import (install_helpers) */
-    PyObject *json_loads;     /* str -> value; ValueError/RecursionError on bad JSON */
-    PyObject *json_dumps;     /* value -> str, byte-identical to json.dumps, numpy aware */
     PyObject *decode_form;    /* (bytes, content_type) -> dict; ValueError on bad bodies */
     PyObject *response_parts; /* obj -> None | (status, body bytes, media_type, [(k, v)]) */
     PyObject *make_headers;   /* [(k, v)] -> case-insensitive mapping */
     PyObject *log_exception;  /* (message, exc, request_id) -> None, logs at ERROR */
     PyObject *format_exception; /* exc_info tuple -> str */
-    PyObject *dumps_extra;    /* value -> str, json.dumps(default=str) for log extras */
 
     PyObject *standard_record_attrs; /* frozenset of LogRecord's own attribute names */
     PyObject *str_levelno, *str_levelname, *str_created, *str_process, *str_exc_info,

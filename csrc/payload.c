@@ -1,9 +1,12 @@
 #include "payload.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "content_type.h"
+#include "json_decode.h"
+#include "json_encode.h"
 #include "log.h"
 
 int cx_response_set(cx_request *req, int status, const char *media_type, const char *body, size_t len)
@@ -64,18 +67,20 @@ static void client_error_from_exception(cx_request *req, const char *prefix, con
 
 static PyObject *decode_json(cx_module_state *state, cx_request *req)
 {
-    const char *data = req->body.data ? req->body.data : "";
-    PyObject *text = PyUnicode_DecodeUTF8(data, (Py_ssize_t)req->body.len, "strict");
-    if (text == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
-            client_error_from_exception(req, "invalid JSON: the body is not valid UTF-8: ", NULL);
-        return NULL;
+    cx_json_error error;
+    PyObject *value = cx_json_decode(&state->key_cache, req->body.data ? req->body.data : "",
+                                     req->body.len, &error);
+    if (value == NULL && !PyErr_Occurred()) {
+        char message[sizeof error.message + 16];
+        snprintf(message, sizeof message, "invalid JSON: %s", error.message);
+        cx_buf body;
+        cx_buf_init(&body, 0);
+        if (cx_buf_append_str(&body, "{\"error\":") == 0
+            && cx_log_json_string(&body, message, strlen(message)) == 0
+            && cx_buf_append_char(&body, '}') == 0)
+            cx_response_set(req, 400, NULL, body.data, body.len);
+        cx_buf_free(&body);
     }
-    PyObject *value = PyObject_CallOneArg(state->json_loads, text);
-    Py_DECREF(text);
-    if (value == NULL
-        && (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_RecursionError)))
-        client_error_from_exception(req, "invalid JSON: ", NULL);
     return value;
 }
 
@@ -209,10 +214,16 @@ int cx_response_encode(cx_module_state *state, cx_request *req, PyObject *result
         }
         Py_DECREF(parts);
     }
-    PyObject *text = PyObject_CallOneArg(state->json_dumps, result);
-    if (text == NULL)
+    cx_buf body;
+    cx_buf_init(&body, 0);
+    if (cx_json_encode(result, &body) < 0) {
+        cx_buf_free(&body);
         return -1;
-    int rc = set_from_utf8(req, text, NULL);
-    Py_DECREF(text);
-    return rc;
+    }
+    free(req->response_body);
+    free(req->response_type);
+    req->response_body = cx_buf_steal(&body, &req->response_len);
+    req->response_type = NULL; /* JSON */
+    req->status = 200;
+    return 0;
 }

@@ -1,0 +1,538 @@
+#include "json_decode.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const unsigned char *start;
+    const unsigned char *p;
+    const unsigned char *end;
+    int depth;
+    cx_json_key_cache *cache;
+    cx_json_error *error;
+} decoder;
+
+static size_t utf8_sequence(const unsigned char *p, const unsigned char *end);
+
+static PyObject *fail(decoder *d, const unsigned char *at, const char *what)
+{
+    /* a stray non-UTF-8 byte is the real problem wherever it sits */
+    if (at < d->end && *at >= 0x80 && utf8_sequence(at, d->end) == 0)
+        what = "invalid UTF-8";
+    size_t pos = (size_t)(at - d->start);
+    d->error->position = pos;
+    snprintf(d->error->message, sizeof d->error->message, "%s at byte %zu", what, pos);
+    return NULL;
+}
+
+static void skip_ws(decoder *d)
+{
+    const unsigned char *p = d->p;
+    while (p < d->end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    d->p = p;
+}
+
+void cx_json_key_cache_clear(cx_json_key_cache *cache)
+{
+    for (size_t i = 0; i < CX_JSON_KEY_CACHE_SIZE; i++)
+        Py_CLEAR(cache->keys[i]);
+}
+
+/* ---- strings -------------------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at p (2-4 bytes, no overlongs, no surrogates), or 0. */
+static size_t utf8_sequence(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    if (c >= 0xc2 && c <= 0xdf) {
+        return end - p >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    }
+    if (c >= 0xe0 && c <= 0xef) {
+        if (end - p < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
+            return 0;
+        if (c == 0xe0 && p[1] < 0xa0)
+            return 0; /* overlong */
+        if (c == 0xed && p[1] >= 0xa0)
+            return 0; /* UTF-16 surrogate encoded as UTF-8 */
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (end - p < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90))
+            return 0; /* overlong, or beyond U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+static int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int read_u4(const unsigned char *p, const unsigned char *end, unsigned *out)
+{
+    if (end - p < 4)
+        return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hex_value(p[i]);
+        if (h < 0)
+            return -1;
+        v = (v << 4) | (unsigned)h;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Appends code point cp as UTF-8 (lone surrogates too: decoded with "surrogatepass"). */
+static unsigned char *put_utf8(unsigned char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        *o++ = (unsigned char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (unsigned char)(0xc0 | (cp >> 6));
+        *o++ = (unsigned char)(0x80 | (cp & 0x3f));
+    } else if (cp < 0x10000) {
+        *o++ = (unsigned char)(0xe0 | (cp >> 12));
+        *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+        *o++ = (unsigned char)(0x80 | (cp & 0x3f));
+    } else {
+        *o++ = (unsigned char)(0xf0 | (cp >> 18));
+        *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+        *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+        *o++ = (unsigned char)(0x80 | (cp & 0x3f));
+    }
+    return o;
+}
+
+static uint32_t fnv1a(const unsigned char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 16777619u;
+    return h;
+}
+
+static PyObject *ascii_string(const unsigned char *s, size_t n)
+{
+    PyObject *str = PyUnicode_New((Py_ssize_t)n, 127);
+    if (str)
+        memcpy(PyUnicode_1BYTE_DATA(str), s, n);
+    return str;
+}
+
+/* A key without escapes or non-ASCII: look it up in the cache first. */
+static PyObject *cached_key(decoder *d, const unsigned char *s, size_t n)
+{
+    if (n > 64)
+        return ascii_string(s, n);
+    PyObject **slot = &d->cache->keys[fnv1a(s, n) % CX_JSON_KEY_CACHE_SIZE];
+    PyObject *hit = *slot;
+    if (hit && (size_t)PyUnicode_GET_LENGTH(hit) == n && memcmp(PyUnicode_1BYTE_DATA(hit), s, n) == 0)
+        return Py_NewRef(hit);
+    PyObject *key = ascii_string(s, n);
+    if (key == NULL)
+        return NULL;
+    /* the hash is computed once here and kept with the cached object */
+    if (PyObject_Hash(key) == -1) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    Py_XSETREF(*slot, Py_NewRef(key));
+    return key;
+}
+
+/* d->p is just past the opening quote. */
+static PyObject *parse_string(decoder *d, int is_key)
+{
+    const unsigned char *begin = d->p;
+    const unsigned char *p = begin;
+    const unsigned char *end = d->end;
+    int ascii = 1;
+    /* fast scan: the common string has no escapes */
+    while (p < end) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\' || c < 0x20)
+            break;
+        if (c >= 0x80) {
+            size_t n = utf8_sequence(p, end);
+            if (n == 0)
+                return fail(d, p, "invalid UTF-8 in a string");
+            ascii = 0;
+            p += n;
+        } else {
+            p++;
+        }
+    }
+    if (p >= end)
+        return fail(d, begin - 1, "unterminated string");
+    if (*p == '"') {
+        d->p = p + 1;
+        size_t n = (size_t)(p - begin);
+        if (ascii)
+            return is_key ? cached_key(d, begin, n) : ascii_string(begin, n);
+        return PyUnicode_DecodeUTF8((const char *)begin, (Py_ssize_t)n, "strict");
+    }
+    if (*p < 0x20)
+        return fail(d, p, "control character in a string");
+
+    /* escapes: rebuild as UTF-8 (never longer than the source) and decode that */
+    size_t cap = (size_t)(end - begin);
+    unsigned char stack_buf[256];
+    unsigned char *buf = cap <= sizeof stack_buf ? stack_buf : PyMem_Malloc(cap);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    size_t prefix = (size_t)(p - begin);
+    memcpy(buf, begin, prefix);
+    unsigned char *o = buf + prefix;
+    PyObject *result = NULL;
+    for (;;) {
+        if (p >= end) {
+            fail(d, begin - 1, "unterminated string");
+            goto done;
+        }
+        unsigned char c = *p;
+        if (c == '"') {
+            p++;
+            break;
+        }
+        if (c < 0x20) {
+            fail(d, p, "control character in a string");
+            goto done;
+        }
+        if (c >= 0x80) {
+            size_t n = utf8_sequence(p, end);
+            if (n == 0) {
+                fail(d, p, "invalid UTF-8 in a string");
+                goto done;
+            }
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+            continue;
+        }
+        if (c != '\\') {
+            *o++ = c;
+            p++;
+            continue;
+        }
+        const unsigned char *escape = p;
+        if (++p >= end) {
+            fail(d, escape, "unterminated escape");
+            goto done;
+        }
+        switch (*p) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u': {
+            unsigned cp;
+            if (read_u4(p + 1, end, &cp) < 0) {
+                fail(d, escape, "invalid \\u escape");
+                goto done;
+            }
+            p += 4;
+            /* a high surrogate followed by an escaped low one is one character, as in json */
+            unsigned low;
+            if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 7 && p[1] == '\\' && p[2] == 'u'
+                && read_u4(p + 3, end, &low) == 0 && low >= 0xdc00 && low <= 0xdfff) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+                p += 6;
+            }
+            o = put_utf8(o, cp);
+            break;
+        }
+        default:
+            fail(d, escape, "invalid escape");
+            goto done;
+        }
+        p++;
+    }
+    d->p = p;
+    result = PyUnicode_DecodeUTF8((const char *)buf, (Py_ssize_t)(o - buf), "surrogatepass");
+done:
+    if (buf != stack_buf)
+        PyMem_Free(buf);
+    return result;
+}
+
+/* ---- numbers -------------------------------------------------------------------------- */
+
+static int is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static PyObject *parse_number(decoder *d)
+{
+    const unsigned char *begin = d->p;
+    const unsigned char *p = begin;
+    const unsigned char *end = d->end;
+    int negative = 0;
+    if (p < end && *p == '-') {
+        negative = 1;
+        p++;
+    }
+    if (p >= end || !is_digit(*p))
+        return fail(d, begin, "invalid number");
+    if (*p == '0') {
+        p++;
+        if (p < end && is_digit(*p))
+            return fail(d, begin, "leading zero in a number");
+    } else {
+        while (p < end && is_digit(*p))
+            p++;
+    }
+    int is_float = 0;
+    if (p < end && *p == '.') {
+        is_float = 1;
+        p++;
+        if (p >= end || !is_digit(*p))
+            return fail(d, p, "expected a digit after the decimal point");
+        while (p < end && is_digit(*p))
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        is_float = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || !is_digit(*p))
+            return fail(d, p, "expected a digit in the exponent");
+        while (p < end && is_digit(*p))
+            p++;
+    }
+    d->p = p;
+    size_t n = (size_t)(p - begin);
+    if (!is_float && n - (size_t)negative <= 18) {
+        long long v = 0;
+        for (const unsigned char *q = begin + negative; q < p; q++)
+            v = v * 10 + (*q - '0');
+        return PyLong_FromLongLong(negative ? -v : v);
+    }
+    /* the rare long numbers: copy out NUL-terminated and let Python parse them exactly */
+    char stack_buf[64];
+    char *text = n < sizeof stack_buf ? stack_buf : PyMem_Malloc(n + 1);
+    if (text == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(text, begin, n);
+    text[n] = '\0';
+    PyObject *result;
+    if (is_float) {
+        double v = PyOS_string_to_double(text, NULL, NULL); /* overflow gives inf, as float() */
+        result = (v == -1.0 && PyErr_Occurred()) ? NULL : PyFloat_FromDouble(v);
+    } else {
+        result = PyLong_FromString(text, NULL, 10);
+    }
+    if (text != stack_buf)
+        PyMem_Free(text);
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+        /* Python's limit on int digits: a client error, as json.loads reports it */
+        PyErr_Clear();
+        return fail(d, begin, "number too long");
+    }
+    return result;
+}
+
+/* ---- structure ------------------------------------------------------------------------ */
+
+static PyObject *parse_value(decoder *d);
+
+static int literal(decoder *d, const char *word, size_t n)
+{
+    if ((size_t)(d->end - d->p) >= n && memcmp(d->p, word, n) == 0) {
+        d->p += n;
+        return 1;
+    }
+    return 0;
+}
+
+static PyObject *parse_array(decoder *d)
+{
+    const unsigned char *open = d->p;
+    d->p++;
+    if (++d->depth > CX_JSON_MAX_DEPTH)
+        return fail(d, open, "nesting too deep");
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    skip_ws(d);
+    if (d->p < d->end && *d->p == ']') {
+        d->p++;
+        d->depth--;
+        return list;
+    }
+    for (;;) {
+        PyObject *item = parse_value(d);
+        if (item == NULL)
+            goto error;
+        int rc = PyList_Append(list, item);
+        Py_DECREF(item);
+        if (rc < 0)
+            goto error;
+        skip_ws(d);
+        if (d->p >= d->end) {
+            fail(d, d->p, "expected ',' or ']'");
+            goto error;
+        }
+        if (*d->p == ']') {
+            d->p++;
+            break;
+        }
+        if (*d->p != ',') {
+            fail(d, d->p, "expected ',' or ']'");
+            goto error;
+        }
+        d->p++;
+        skip_ws(d);
+    }
+    d->depth--;
+    return list;
+error:
+    Py_DECREF(list);
+    return NULL;
+}
+
+static PyObject *parse_object(decoder *d)
+{
+    const unsigned char *open = d->p;
+    d->p++;
+    if (++d->depth > CX_JSON_MAX_DEPTH)
+        return fail(d, open, "nesting too deep");
+    PyObject *dict = PyDict_New();
+    if (dict == NULL)
+        return NULL;
+    skip_ws(d);
+    if (d->p < d->end && *d->p == '}') {
+        d->p++;
+        d->depth--;
+        return dict;
+    }
+    for (;;) {
+        if (d->p >= d->end || *d->p != '"') {
+            fail(d, d->p, "expected a string key");
+            goto error;
+        }
+        d->p++;
+        PyObject *key = parse_string(d, 1);
+        if (key == NULL)
+            goto error;
+        skip_ws(d);
+        if (d->p >= d->end || *d->p != ':') {
+            Py_DECREF(key);
+            fail(d, d->p, "expected ':' after an object key");
+            goto error;
+        }
+        d->p++;
+        skip_ws(d);
+        PyObject *value = parse_value(d);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto error;
+        }
+        int rc = PyDict_SetItem(dict, key, value); /* a repeated key: the last one wins */
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc < 0)
+            goto error;
+        skip_ws(d);
+        if (d->p >= d->end) {
+            fail(d, d->p, "expected ',' or '}'");
+            goto error;
+        }
+        if (*d->p == '}') {
+            d->p++;
+            break;
+        }
+        if (*d->p != ',') {
+            fail(d, d->p, "expected ',' or '}'");
+            goto error;
+        }
+        d->p++;
+        skip_ws(d);
+    }
+    d->depth--;
+    return dict;
+error:
+    Py_DECREF(dict);
+    return NULL;
+}
+
+static PyObject *parse_value(decoder *d)
+{
+    if (d->p >= d->end)
+        return fail(d, d->p, "expected a value");
+    switch (*d->p) {
+    case '{':
+        return parse_object(d);
+    case '[':
+        return parse_array(d);
+    case '"':
+        d->p++;
+        return parse_string(d, 0);
+    case 't':
+        if (literal(d, "true", 4))
+            Py_RETURN_TRUE;
+        break;
+    case 'f':
+        if (literal(d, "false", 5))
+            Py_RETURN_FALSE;
+        break;
+    case 'n':
+        if (literal(d, "null", 4))
+            Py_RETURN_NONE;
+        break;
+    case '-':
+    case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        return parse_number(d);
+    default:
+        break;
+    }
+    return fail(d, d->p, "expected a value");
+}
+
+PyObject *cx_json_decode(cx_json_key_cache *cache, const char *data, size_t len, cx_json_error *error)
+{
+    decoder d = {
+        .start = (const unsigned char *)data,
+        .p = (const unsigned char *)data,
+        .end = (const unsigned char *)data + len,
+        .depth = 0,
+        .cache = cache,
+        .error = error,
+    };
+    error->message[0] = '\0';
+    error->position = 0;
+    if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
+        return fail(&d, d.p, "unexpected UTF-8 byte order mark");
+    skip_ws(&d);
+    PyObject *value = parse_value(&d);
+    if (value == NULL)
+        return NULL;
+    skip_ws(&d);
+    if (d.p != d.end) {
+        Py_DECREF(value);
+        return fail(&d, d.p, "unexpected data after the JSON value");
+    }
+    return value;
+}

@@ -1,0 +1,31 @@
+/* Strict RFC 8259 JSON text (UTF-8 bytes) -> Python objects, straight from the request
+ * buffer.  Accepts exactly what json.loads accepts minus what RFC 8259 rejects (NaN,
+ * Infinity); numbers parse as int(text) / float(text) would.  Needs the GIL. */
+#ifndef CX_JSON_DECODE_H
+#define CX_JSON_DECODE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+
+/* Nesting deeper than this is an error, never a stack overflow. */
+#define CX_JSON_MAX_DEPTH 1024
+
+/* Recently seen object keys, so the same keys across requests reuse one str each. */
+#define CX_JSON_KEY_CACHE_SIZE 512
+typedef struct {
+    PyObject *keys[CX_JSON_KEY_CACHE_SIZE];
+} cx_json_key_cache;
+
+void cx_json_key_cache_clear(cx_json_key_cache *cache);
+
+typedef struct {
+    char message[160]; /* "expected ',' or '}' at byte 17" */
+    size_t position;   /* byte offset of the problem */
+} cx_json_error;
+
+/* Returns a new reference.  Invalid JSON: NULL with error filled and no exception set.
+ * NULL with an exception set: out of memory or an int too long for Python. */
+PyObject *cx_json_decode(cx_json_key_cache *cache, const char *data, size_t len, cx_json_error *error);
+
+#endif
