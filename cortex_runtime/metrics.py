@@ -1,41 +1,10 @@
-"""metrics_client handed to predictors.  Values are kept in-process for now; the exporting
-registry (Prometheus /metrics, statsd) is the C metrics work."""
-import threading
+"""metrics_client handed to predictors: the C type cortex_runtime._core.MetricsClient.
 
-_RESERVED_PREFIXES = ("cortex_", "istio_")
+increment(metric, value=1, tags=None), gauge(metric, value, tags=None) and
+histogram(metric, value, tags=None), as Cortex documented.  Values go to the registry that
+GET /metrics exposes (shared by every worker process of the replica) and, when
+CORTEX_STATSD_ADDR (or HOST_IP) is set, to statsd as DogStatsD datagrams.  Names starting
+with cortex_ or istio_ are refused with a ValueError; statsd problems never raise."""
+from ._core import MetricsClient
 
-
-class MetricsClient:
-    """increment/gauge/histogram as Cortex documented; transport problems never raise."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._values = {}
-
-    @staticmethod
-    def _check(metric):
-        if not isinstance(metric, str) or not metric:
-            raise ValueError("metric name must be a non-empty string")
-        if metric.startswith(_RESERVED_PREFIXES):
-            raise ValueError(
-                f"Metric name ({metric}) is invalid because it starts with a cortex exclusive "
-                f"prefix.\nThe following are prefixes are exclusive to cortex: {_RESERVED_PREFIXES}.")
-
-    def _key(self, kind, metric, tags):
-        return kind, metric, tuple(sorted((tags or {}).items()))
-
-    def increment(self, metric, value=1, tags=None):
-        self._check(metric)
-        with self._lock:
-            key = self._key("counter", metric, tags)
-            self._values[key] = self._values.get(key, 0) + value
-
-    def gauge(self, metric, value, tags=None):
-        self._check(metric)
-        with self._lock:
-            self._values[self._key("gauge", metric, tags)] = value
-
-    def histogram(self, metric, value, tags=None):
-        self._check(metric)
-        with self._lock:
-            self._values.setdefault(self._key("histogram", metric, tags), []).append(value)
+__all__ = ["MetricsClient"]

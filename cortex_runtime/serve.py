@@ -113,6 +113,7 @@ def serve(args) -> int:
 
 
 def _serve_prepared(prepared, args) -> int:
+    _core.metrics_setup()  # before any worker is forked: they share one registry
     project = prepared.project
     if any(api.processes > 1 for api in project.apis):
         logger.warning("processes_per_replica > 1 is not supported by this version yet: serving with 1 process")
@@ -124,6 +125,8 @@ def _serve_prepared(prepared, args) -> int:
         "max_concurrency": api.max_replica_concurrency,
         "predict_args": cls.predict_args,
         "post_predict_args": cls.post_predict_args,
+        "max_batch_size": api.batching.max_batch_size if api.batching else None,
+        "batch_interval": api.batching.batch_interval if api.batching else 0.0,
     } for api, cls in zip(project.apis, prepared.classes)]
     try:
         server = _core.Server(host=args.host, port=args.port, max_body_size=args.max_body_size,

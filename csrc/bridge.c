@@ -149,69 +149,204 @@ static PyObject *call_with(PyObject *callable, PyObject *kwnames, const unsigned
     return PyObject_Vectorcall(callable, args, 0, kwnames);
 }
 
-void cx_bridge_predict(cx_module_state *state, const cx_handler *h, cx_request *req)
+/* Builds the values the calls of h take for req.  0; 1 when req already holds a client
+ * error (a 400); -1 with an exception set.  values[] entries are new references or NULL. */
+static int build_values(cx_module_state *state, const cx_handler *h, cx_request *req, PyObject **values)
 {
-    PyObject *values[CX_N_ARGS] = {NULL};
-    PyObject *result = NULL;
-    cx_log_set_current_api(req->api);
-
-    if (h->predict == NULL) {
-        static const char body[] = "{\"error\":\"the api is not ready yet\"}";
-        cx_response_set(req, 503, NULL, body, sizeof body - 1);
-        goto done;
-    }
     if (h->needs & (1u << CX_ARG_PAYLOAD)) {
         values[CX_ARG_PAYLOAD] = cx_payload_decode(state, req);
-        if (values[CX_ARG_PAYLOAD] == NULL) {
-            if (PyErr_Occurred())
-                goto failed;
-            goto done; /* a client error: the 400 is already set */
-        }
+        if (values[CX_ARG_PAYLOAD] == NULL)
+            return PyErr_Occurred() ? -1 : 1;
     }
     if ((h->needs & (1u << CX_ARG_REQUEST_ID))
         && (values[CX_ARG_REQUEST_ID] = PyUnicode_FromString(req->request_id)) == NULL)
-        goto failed;
+        return -1;
     if ((h->needs & (1u << CX_ARG_QUERY_PARAMS)) && (values[CX_ARG_QUERY_PARAMS] = query_dict(&req->query)) == NULL)
-        goto failed;
+        return -1;
     if ((h->needs & (1u << CX_ARG_HEADERS))
         && (values[CX_ARG_HEADERS] = headers_mapping(state, &req->headers)) == NULL)
-        goto failed;
+        return -1;
+    return 0;
+}
 
-    result = call_with(h->predict, h->predict_kwnames, h->predict_args, h->n_predict_args, values);
-    if (result == NULL)
-        goto failed;
-    if (cx_response_encode(state, req, result) < 0) {
-        log_unencodable(state, req, result);
-        internal_error(req);
-        goto done;
-    }
-    goto post;
+static void clear_values(PyObject **values)
+{
+    for (int i = 0; i < CX_N_ARGS; i++)
+        Py_CLEAR(values[i]);
+}
 
-failed : {
+static void predict_failed(cx_module_state *state, cx_request *req)
+{
     PyObject *message = PyUnicode_FromString("exception in predict(): internal server error");
     log_exception(state, message, req->request_id);
     Py_XDECREF(message);
     internal_error(req);
-    goto done;
 }
-post:
-    if (h->post_predict != NULL) {
-        values[CX_ARG_RESPONSE] = Py_NewRef(result);
-        PyObject *kept = PyTuple_New(CX_N_ARGS);
-        if (kept == NULL) {
+
+static int not_ready(const cx_handler *h, cx_request *req)
+{
+    if (h->predict != NULL)
+        return 0;
+    static const char body[] = "{\"error\":\"the api is not ready yet\"}";
+    cx_response_set(req, 503, NULL, body, sizeof body - 1);
+    return 1;
+}
+
+/* Encodes result into req and, with a post_predict, keeps what it will be called with.
+ * Steals the references in values[]. */
+static void answer(cx_module_state *state, const cx_handler *h, cx_request *req, PyObject *result,
+                   PyObject **values)
+{
+    if (cx_response_encode(state, req, result) < 0) {
+        log_unencodable(state, req, result);
+        internal_error(req);
+        clear_values(values);
+        return;
+    }
+    if (h->post_predict == NULL) {
+        clear_values(values);
+        return;
+    }
+    Py_XSETREF(values[CX_ARG_RESPONSE], Py_NewRef(result));
+    PyObject *kept = PyTuple_New(CX_N_ARGS);
+    if (kept == NULL) {
+        PyErr_Clear();
+        clear_values(values);
+        return;
+    }
+    for (int i = 0; i < CX_N_ARGS; i++) {
+        PyTuple_SET_ITEM(kept, i, values[i] ? values[i] : Py_NewRef(Py_None));
+        values[i] = NULL; /* the tuple owns them now */
+    }
+    req->post_state = kept;
+}
+
+void cx_bridge_predict(cx_module_state *state, const cx_handler *h, cx_request *req)
+{
+    PyObject *values[CX_N_ARGS] = {NULL};
+    cx_log_set_current_api(req->api);
+    if (not_ready(h, req))
+        goto done;
+    int rc = build_values(state, h, req, values);
+    if (rc != 0) {
+        if (rc < 0)
+            predict_failed(state, req);
+        goto done;
+    }
+    PyObject *result = call_with(h->predict, h->predict_kwnames, h->predict_args, h->n_predict_args, values);
+    if (result == NULL) {
+        predict_failed(state, req);
+        goto done;
+    }
+    answer(state, h, req, result, values);
+    Py_DECREF(result);
+done:
+    clear_values(values);
+    cx_log_set_current_api(-1);
+}
+
+/* Every request of a batch whose predict() broke the list contract gets this. */
+static void batch_contract_error(cx_module_state *state, PyObject *result, Py_ssize_t expected,
+                                 cx_request **reqs, const size_t *live, size_t n_live)
+{
+    PyObject *type_text = PyObject_Str((PyObject *)Py_TYPE(result));
+    PyObject *message = NULL;
+    if (type_text == NULL)
+        PyErr_Clear();
+    else if (PyList_Check(result))
+        message = PyUnicode_FromFormat("error: please return a list when using server side batching, got %U "
+                                       "of length %zd for a batch of %zd: runtime exception",
+                                       type_text, PyList_GET_SIZE(result), expected);
+    else
+        message = PyUnicode_FromFormat("error: please return a list when using server side batching, "
+                                       "got %U: runtime exception", type_text);
+    Py_XDECREF(type_text);
+    Py_ssize_t len = 0;
+    const char *text = message ? PyUnicode_AsUTF8AndSize(message, &len) : NULL;
+    if (text == NULL) {
+        PyErr_Clear();
+        text = "error: please return a list when using server side batching: runtime exception";
+        len = (Py_ssize_t)strlen(text);
+    }
+    /* the log line first, as Cortex logged the error */
+    PyObject *exc = PyObject_CallFunction(PyExc_RuntimeError, "s#", text, len);
+    if (exc) {
+        PyErr_SetObject(PyExc_RuntimeError, exc);
+        Py_DECREF(exc);
+        PyObject *log_message = PyUnicode_FromStringAndSize(text, len);
+        log_exception(state, log_message, n_live ? reqs[live[0]]->request_id : "");
+        Py_XDECREF(log_message);
+    } else {
+        PyErr_Clear();
+    }
+    for (size_t j = 0; j < n_live; j++)
+        cx_response_set(reqs[live[j]], 500, "text/plain; charset=utf-8", text, (size_t)len);
+    Py_XDECREF(message);
+}
+
+void cx_bridge_predict_batch(cx_module_state *state, const cx_handler *h, cx_request **reqs, size_t n)
+{
+    PyObject *lists[CX_N_ARGS] = {NULL};
+    PyObject *result = NULL;
+    size_t *live = PyMem_Malloc(n * sizeof *live);
+    size_t n_live = 0;
+    cx_log_set_current_api(reqs[0]->api);
+    if (live == NULL) {
+        PyErr_Clear();
+        for (size_t i = 0; i < n; i++)
+            internal_error(reqs[i]);
+        goto done;
+    }
+    for (int a = 0; a < CX_N_ARGS; a++) {
+        if (a != CX_ARG_RESPONSE && (h->needs & (1u << a)) && (lists[a] = PyList_New(0)) == NULL) {
             PyErr_Clear();
+            for (size_t i = 0; i < n; i++)
+                internal_error(reqs[i]);
             goto done;
         }
-        for (int i = 0; i < CX_N_ARGS; i++) {
-            PyTuple_SET_ITEM(kept, i, values[i] ? values[i] : Py_NewRef(Py_None));
-            values[i] = NULL; /* the tuple owns them now */
-        }
-        req->post_state = kept;
+    }
+    /* a request whose payload does not decode is answered alone; the rest form the batch */
+    for (size_t i = 0; i < n; i++) {
+        PyObject *values[CX_N_ARGS] = {NULL};
+        if (not_ready(h, reqs[i]))
+            continue;
+        int rc = build_values(state, h, reqs[i], values);
+        for (int a = 0; rc == 0 && a < CX_N_ARGS; a++)
+            if (lists[a] && PyList_Append(lists[a], values[a]) < 0)
+                rc = -1;
+        clear_values(values);
+        if (rc < 0)
+            predict_failed(state, reqs[i]);
+        if (rc == 0)
+            live[n_live++] = i;
+    }
+    if (n_live == 0)
+        goto done;
+    result = call_with(h->predict, h->predict_kwnames, h->predict_args, h->n_predict_args, lists);
+    if (result == NULL) {
+        predict_failed(state, reqs[live[0]]); /* logged once, with the first request's id */
+        for (size_t j = 1; j < n_live; j++)
+            internal_error(reqs[live[j]]);
+        goto done;
+    }
+    if (!PyList_Check(result) || PyList_GET_SIZE(result) != (Py_ssize_t)n_live) {
+        batch_contract_error(state, result, (Py_ssize_t)n_live, reqs, live, n_live);
+        goto done;
+    }
+    for (size_t j = 0; j < n_live; j++) {
+        PyObject *values[CX_N_ARGS] = {NULL};
+        for (int a = 0; a < CX_N_ARGS; a++)
+            if (lists[a])
+                values[a] = Py_NewRef(PyList_GET_ITEM(lists[a], (Py_ssize_t)j));
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(result, (Py_ssize_t)j));
+        answer(state, h, reqs[live[j]], item, values);
+        Py_DECREF(item);
     }
 done:
-    for (int i = 0; i < CX_N_ARGS; i++)
-        Py_XDECREF(values[i]);
+    for (int a = 0; a < CX_N_ARGS; a++)
+        Py_XDECREF(lists[a]);
     Py_XDECREF(result);
+    PyMem_Free(live);
     cx_log_set_current_api(-1);
 }
 
@@ -243,6 +378,31 @@ void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_requ
 /* Idle workers wake this often to let Python run signal handlers on the main thread. */
 #define WORKER_WAKE_MS 100
 
+/* Gathers more requests of req's API (without the GIL) until the batch is full or
+ * batch_interval has passed since req was queued, then runs them as one predict(). */
+static void work_batch(cx_module_state *state, cx_server *server, const cx_handler *h, cx_request *req)
+{
+    cx_request *stack_batch[64];
+    cx_request **batch = h->max_batch_size <= 64 ? stack_batch : PyMem_Malloc(h->max_batch_size * sizeof *batch);
+    if (batch == NULL) {
+        PyErr_Clear();
+        cx_bridge_predict(state, h, req);
+        cx_server_complete(server, req);
+        return;
+    }
+    batch[0] = req;
+    size_t n;
+    Py_BEGIN_ALLOW_THREADS
+    n = 1 + cx_server_take_batch(server, req->api, batch + 1, h->max_batch_size - 1,
+                                 req->queued + h->batch_interval);
+    Py_END_ALLOW_THREADS
+    cx_bridge_predict_batch(state, h, batch, n);
+    for (size_t i = 0; i < n; i++)
+        cx_server_complete(server, batch[i]);
+    if (batch != stack_batch)
+        PyMem_Free(batch);
+}
+
 PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_handler *handlers)
 {
     for (;;) {
@@ -262,6 +422,8 @@ PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_han
         if (req->job == CX_JOB_POST_PREDICT) {
             cx_bridge_post_predict(state, h, req);
             cx_server_release(server, req);
+        } else if (h->max_batch_size > 1) {
+            work_batch(state, server, h, req);
         } else {
             cx_bridge_predict(state, h, req);
             cx_server_complete(server, req);

@@ -31,6 +31,8 @@ typedef struct {
     unsigned char post_args[CX_MAX_CALL_ARGS];
     Py_ssize_t n_post_args;
     unsigned needs; /* bit (1 << cx_arg) for each value some call takes */
+    size_t max_batch_size; /* server_side_batching; 0 or 1 = off */
+    double batch_interval; /* seconds */
 } cx_handler;
 
 /* Parses names like ("payload", "request_id") into the handler's predict or post list.
@@ -40,6 +42,9 @@ void cx_handler_clear(cx_handler *h);
 
 /* Runs predict for req and fills its response half (also on failure: 400/500). */
 void cx_bridge_predict(cx_module_state *state, const cx_handler *h, cx_request *req);
+/* Runs predict once for n requests of one API, each argument a list in arrival order, and
+ * answers request i with element i of the returned list (SPEC's errors otherwise). */
+void cx_bridge_predict_batch(cx_module_state *state, const cx_handler *h, cx_request **reqs, size_t n);
 /* Runs post_predict with what cx_bridge_predict kept, logs its exception, clears post_state. */
 void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_request *req);
 

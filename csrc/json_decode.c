@@ -1,5 +1,6 @@
 #include "json_decode.h"
 
+#include <float.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -280,6 +281,69 @@ static int is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
+/* Clinger's fast path: a decimal with at most 15 significant digits and a power of ten
+ * no larger than 1e22 is m * 10^e (or m / 10^-e) with m and 10^e exact doubles, so one
+ * correctly rounded IEEE operation gives exactly what float(text) gives.  p..end is an
+ * already validated unsigned JSON number with a fraction or an exponent.  Returns 0 when
+ * the number needs the full algorithm. */
+static int fast_float(const unsigned char *p, const unsigned char *end, double *out)
+{
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+    static const double powers[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                    1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    uint64_t m = 0;
+    int digits = 0;    /* significant digits taken into m */
+    long scale = 0;    /* m * 10^scale is the significand */
+    for (; p < end && is_digit(*p); p++) {
+        if (m == 0 && *p == '0')
+            continue;
+        if (++digits > 15)
+            return 0;
+        m = m * 10 + (uint64_t)(*p - '0');
+    }
+    if (p < end && *p == '.') {
+        for (p++; p < end && is_digit(*p); p++) {
+            scale--;
+            if (m == 0 && *p == '0')
+                continue;
+            if (++digits > 15)
+                return 0;
+            m = m * 10 + (uint64_t)(*p - '0');
+        }
+    }
+    long exponent = 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        int neg = 0;
+        if (*p == '+' || *p == '-')
+            neg = *p++ == '-';
+        for (; p < end && is_digit(*p); p++) {
+            if (exponent > 100000)
+                return 0; /* far outside any double: leave it to the full algorithm */
+            exponent = exponent * 10 + (*p - '0');
+        }
+        if (neg)
+            exponent = -exponent;
+    }
+    if (m == 0) {
+        *out = 0.0;
+        return 1;
+    }
+    long e10 = scale + exponent;
+    if (e10 < -22 || e10 > 22)
+        return 0;
+    /* m < 10^15 < 2^53: exact as a double */
+    *out = e10 < 0 ? (double)m / powers[-e10] : (double)m * powers[e10];
+    return 1;
+#else
+    (void)p;
+    (void)end;
+    (void)out;
+    return 0;
+#endif
+}
+
 static PyObject *parse_number(decoder *d)
 {
     const unsigned char *begin = d->p;
@@ -321,6 +385,11 @@ static PyObject *parse_number(decoder *d)
     }
     d->p = p;
     size_t n = (size_t)(p - begin);
+    if (is_float) {
+        double v;
+        if (fast_float(begin + negative, p, &v))
+            return PyFloat_FromDouble(negative ? -v : v);
+    }
     if (!is_float && n - (size_t)negative <= 18) {
         long long v = 0;
         for (const unsigned char *q = begin + negative; q < p; q++)

@@ -1,5 +1,6 @@
 #include "json_encode.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,7 +24,19 @@ static int nomem(void)
     return -1;
 }
 
-#define APPEND(e, literal) (cx_buf_append((e)->out, literal, sizeof(literal) - 1) == 0 ? 0 : nomem())
+/* cx_buf_append without the call when the bytes fit (the common case); the same checks
+ * (cap keeps one spare byte, the limit holds) and the same fallback otherwise. */
+static inline int put(cx_buf *out, const void *bytes, size_t n)
+{
+    if (out->len + n + 1 <= out->cap && (out->limit == 0 || out->len + n <= out->limit)) {
+        memcpy(out->data + out->len, bytes, n);
+        out->len += n;
+        return 0;
+    }
+    return cx_buf_append(out, bytes, n) == 0 ? 0 : nomem();
+}
+
+#define APPEND(e, literal) put((e)->out, literal, sizeof(literal) - 1)
 
 static const char hex_digits[] = "0123456789abcdef";
 
@@ -42,8 +55,8 @@ static int append_escaped(cx_buf *out, PyObject *s)
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
     int kind = PyUnicode_KIND(s);
     const void *data = PyUnicode_DATA(s);
-    if (cx_buf_append_char(out, '"') != 0)
-        return nomem();
+    if (put(out, "\"", 1) < 0)
+        return -1;
     Py_ssize_t i = 0;
     while (i < n) {
         if (kind == PyUnicode_1BYTE_KIND) {
@@ -52,8 +65,8 @@ static int append_escaped(cx_buf *out, PyObject *s)
             while (run < n && bytes[run] >= 0x20 && bytes[run] < 0x7f && bytes[run] != '"' && bytes[run] != '\\')
                 run++;
             if (run > i) {
-                if (cx_buf_append(out, bytes + i, (size_t)(run - i)) != 0)
-                    return nomem();
+                if (put(out, bytes + i, (size_t)(run - i)) < 0)
+                    return -1;
                 i = run;
                 continue;
             }
@@ -95,10 +108,10 @@ static int append_escaped(cx_buf *out, PyObject *s)
                 }
             }
         }
-        if (cx_buf_append(out, esc, len) != 0)
-            return nomem();
+        if (put(out, esc, len) < 0)
+            return -1;
     }
-    return cx_buf_append_char(out, '"') == 0 ? 0 : nomem();
+    return put(out, "\"", 1);
 }
 
 int cx_json_encode_str(PyObject *s, cx_buf *out)
@@ -113,7 +126,23 @@ static int append_text(encoder *e, PyObject *text)
     const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
     if (utf8 == NULL)
         return -1;
-    return cx_buf_append(e->out, utf8, (size_t)n) == 0 ? 0 : nomem();
+    return put(e->out, utf8, (size_t)n);
+}
+
+/* v in decimal, as "%lld" writes it */
+static int append_long_long(cx_buf *out, long long v)
+{
+    char digits[24];
+    char *end = digits + sizeof digits;
+    char *p = end;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return put(out, p, (size_t)(end - p));
 }
 
 static int append_int(encoder *e, PyObject *obj)
@@ -122,11 +151,8 @@ static int append_int(encoder *e, PyObject *obj)
     long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
     if (v == -1 && PyErr_Occurred())
         return -1;
-    if (!overflow) {
-        char digits[24];
-        int n = snprintf(digits, sizeof digits, "%lld", v);
-        return cx_buf_append(e->out, digits, (size_t)n) == 0 ? 0 : nomem();
-    }
+    if (!overflow)
+        return append_long_long(e->out, v);
     /* int.__repr__, as json does for ints and their subclasses (and its digit limit) */
     PyObject *text = PyLong_Type.tp_repr(obj);
     if (text == NULL)
@@ -136,17 +162,101 @@ static int append_int(encoder *e, PyObject *obj)
     return rc;
 }
 
+/* The common float of a payload has few digits (0.25, 12.345, 51.507351).  For
+ * 1e-4 <= |v| < 1e15, float.__repr__ writes the shortest decimal that reads back as v, in
+ * fixed notation.  A decimal m / 10^k with m < 10^15 and k <= 22 reads back as exactly
+ * (double)m / 10^k (one correctly rounded division of two exact doubles, Clinger), so the
+ * check is exact.  Decimals 10^-k apart are wider apart than v's rounding interval, so at
+ * most one m per k reads back as v, and it is round(v * 10^k) or a neighbour; reading back
+ * holds for every k from the smallest one on, so the smallest k (the shortest text) is
+ * found by bisection.  Returns 0 (nothing written) when v needs more than 15 digits or is
+ * outside that range: the caller then uses Python's own repr. */
+static int append_short_double(cx_buf *out, double v, int *rc)
+{
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+    static const double powers[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                    1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    static const long long limit = 1000000000000000LL; /* 10^15 */
+    double a = fabs(v);
+    if (!(a >= 1e-4 && a < 1e15))
+        return 0;
+    /* the largest k that keeps m = a * 10^k below 10^15 */
+    int hi = 0;
+    while (hi < 22 && a * powers[hi + 1] < 1e15)
+        hi++;
+    long long best_m = -1;
+    int best_k = -1;
+    int lo = 0;
+    while (lo <= hi) {
+        int k = (lo + hi) / 2;
+        long long m = llround(a * powers[k]);
+        long long found = -1;
+        for (long long c = m - 1; c <= m + 1; c++) {
+            if (c > 0 && c < limit && (double)c / powers[k] == a) {
+                found = c;
+                break;
+            }
+        }
+        if (found >= 0) {
+            best_m = found;
+            best_k = k;
+            hi = k - 1;
+        } else {
+            lo = k + 1;
+        }
+    }
+    if (best_k < 0)
+        return 0;
+    /* fixed notation: integer part, '.', k fraction digits (at least one) */
+    char text[48];
+    char *end = text + sizeof text;
+    char *p = end;
+    unsigned long long m = (unsigned long long)best_m;
+    if (best_k == 0)
+        *--p = '0';
+    for (int i = 0; i < best_k; i++) {
+        *--p = (char)('0' + m % 10);
+        m /= 10;
+    }
+    *--p = '.';
+    do {
+        *--p = (char)('0' + m % 10);
+        m /= 10;
+    } while (m);
+    if (v < 0)
+        *--p = '-';
+    *rc = put(out, p, (size_t)(end - p));
+    return 1;
+#else
+    (void)out;
+    (void)v;
+    (void)rc;
+    return 0;
+#endif
+}
+
 static int append_double(cx_buf *out, double v)
 {
+    int rc_short;
     if (isnan(v))
-        return cx_buf_append(out, "NaN", 3) == 0 ? 0 : nomem();
+        return put(out, "NaN", 3);
     if (isinf(v))
-        return (v > 0 ? cx_buf_append(out, "Infinity", 8) : cx_buf_append(out, "-Infinity", 9)) == 0 ? 0 : nomem();
+        return v > 0 ? put(out, "Infinity", 8) : put(out, "-Infinity", 9);
+    /* integral values below 1e16 print as "%lld.0" in float.__repr__ (1e16 and up use an
+     * exponent); -0.0 keeps its sign */
+    if (v > -1e16 && v < 1e16 && v == (double)(long long)v && !(v == 0.0 && signbit(v))) {
+        if (append_long_long(out, (long long)v) < 0)
+            return -1;
+        return put(out, ".0", 2);
+    }
+    if (append_short_double(out, v, &rc_short))
+        return rc_short;
     /* float.__repr__ is exactly this call */
     char *text = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (text == NULL)
         return -1;
-    int rc = cx_buf_append_str(out, text) == 0 ? 0 : nomem();
+    int rc = put(out, text, strlen(text));
     PyMem_Free(text);
     return rc;
 }
@@ -234,8 +344,9 @@ static int encode_key(encoder *e, PyObject *key)
     else if (PyLong_Check(key))
         rc = append_int(e, key);
     else {
+        /* json's C encoder names the key's type by its full tp_name ("numpy.int64") */
         PyErr_Format(PyExc_TypeError, "keys must be str, int, float, bool or None, not %.100s",
-                     short_type_name(key));
+                     Py_TYPE(key)->tp_name);
         return -1;
     }
     if (rc < 0)

@@ -7,6 +7,7 @@
 #include "json_decode.h"
 #include "json_encode.h"
 #include "logger.h"
+#include "metrics_client.h"
 #include "server_type.h"
 
 cx_module_state *cx_state_from_module(PyObject *module)
@@ -115,6 +116,9 @@ static PyMethodDef module_methods[] = {
      "set_current_api(index) -> previous: whose log level applies on this thread."},
     {"call_predictor", (PyCFunction)(void (*)(void))cx_call_predictor, METH_VARARGS | METH_KEYWORDS,
      "call_predictor(predict, arg_names, content_type, body, request_id) -> (status, media_type, body)."},
+    {"metrics_setup", cx_metrics_setup_py, METH_NOARGS,
+     "metrics_setup(): map the metrics registry shared by the worker processes forked after it."},
+    {"metrics_text", cx_metrics_text_py, METH_NOARGS, "metrics_text() -> str: the /metrics exposition."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -134,6 +138,10 @@ static int module_exec(PyObject *module)
         return -1;
     st->server_type = PyType_FromModuleAndSpec(module, &cx_server_type_spec, NULL);
     if (st->server_type == NULL || PyModule_AddObjectRef(module, "Server", st->server_type) < 0)
+        return -1;
+    st->metrics_client_type = PyType_FromModuleAndSpec(module, &cx_metrics_client_type_spec, NULL);
+    if (st->metrics_client_type == NULL
+        || PyModule_AddObjectRef(module, "MetricsClient", st->metrics_client_type) < 0)
         return -1;
     PyObject *names = PyList_New(0);
     if (names == NULL)
@@ -170,6 +178,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     cx_module_state *st = cx_state_from_module(module);
     Py_VISIT(st->server_type);
+    Py_VISIT(st->metrics_client_type);
     Py_VISIT(st->json_decode_error);
     for (size_t i = 0; i < CX_JSON_KEY_CACHE_SIZE; i++)
         Py_VISIT(st->key_cache.keys[i]);
@@ -183,6 +192,7 @@ static int module_clear(PyObject *module)
 {
     cx_module_state *st = cx_state_from_module(module);
     Py_CLEAR(st->server_type);
+    Py_CLEAR(st->metrics_client_type);
     Py_CLEAR(st->json_decode_error);
     cx_json_key_cache_clear(&st->key_cache);
 #define CLEAR(name) Py_CLEAR(st->name);

@@ -11,6 +11,7 @@
 
 typedef struct {
     PyObject *server_type;
+    PyObject *metrics_client_type; /* cortex_runtime._core.MetricsClient */
 
     PyObject *json_decode_error; /* cortex_runtime.json.JSONDecodeError, a ValueError */
     cx_json_key_cache key_cache;

@@ -45,6 +45,7 @@ typedef struct cx_request {
     cx_kv_list headers; /* filled only when the API's predictor asks for headers */
     cx_kv_list query;   /* filled only when it asks for query_params */
     double started;     /* CLOCK_MONOTONIC seconds at the first byte of headers */
+    double queued;      /* CLOCK_MONOTONIC seconds when handed to the workers */
 
     /* the response half, set by the worker */
     int status;

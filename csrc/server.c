@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
+#include "statsd.h"
 
 enum {
     STAGE_NEW = 0,   /* headers seen, nothing decided */
@@ -41,7 +43,10 @@ typedef struct open_connection {
 typedef struct {
     cx_api_config config; /* strings owned here */
     atomic_uint in_flight;
-    atomic_ulong status_counts[N_STATUS_CLASSES];
+    /* this API's built-in series in the shared registry (metrics.c), resolved on first use;
+     * a negative handle (built-in metrics off, registry full) makes every update a no-op */
+    atomic_int metrics_resolved;
+    atomic_int m_status[N_STATUS_CLASSES], m_latency, m_in_flight;
 } api_state;
 
 struct cx_server {
@@ -56,6 +61,7 @@ struct cx_server {
 
     atomic_int ready;
     atomic_int draining;
+    const volatile unsigned char *shared_ready; /* NULL without worker processes */
 
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t work_ready;
@@ -166,44 +172,91 @@ static enum MHD_Result send_worker_response(cx_server *s, struct MHD_Connection 
     return ret;
 }
 
-/* ---- /metrics (the built-in series; the full registry is metrics.c's job) ------------- */
+/* ---- /metrics: the built-in series live in the shared registry (metrics.c) ------------- */
 
-static int append_labels(cx_buf *b, const char *api_name)
+static const char *const status_class_names[N_STATUS_CLASSES] = {"1XX", "2XX", "3XX", "4XX", "5XX"};
+
+/* Resolves this API's built-in series once; safe to race (the registry hands out the same
+ * handles).  Nothing is created when CORTEX_DISABLE_BUILTIN_METRICS=1. */
+static void builtin_series(api_state *a)
 {
-    return cx_buf_append_str(b, "{api_name=") != 0 || cx_log_json_string(b, api_name, strlen(api_name)) != 0;
+    if (atomic_load_explicit(&a->metrics_resolved, memory_order_acquire))
+        return;
+    int enabled = cx_metrics_builtin_enabled();
+    const char *name = a->config.name;
+    cx_buf labels;
+    cx_buf_init(&labels, 0);
+    int base_len = -1;
+    if (enabled && cx_metrics_label_append(&labels, "api_name", 8, name, strlen(name)) == 0)
+        base_len = (int)labels.len;
+    for (int c = 0; c < N_STATUS_CLASSES; c++) {
+        int h = -1;
+        if (base_len >= 0) {
+            labels.len = (size_t)base_len;
+            if (cx_metrics_label_append(&labels, "response_code", 13, status_class_names[c], 3) == 0)
+                h = cx_metrics_series(CX_METRIC_COUNTER, CX_GAUGE_LAST, CX_BUCKETS_USER, "cortex_status_code", 18,
+                                      "Responses by API and status class.", labels.data, labels.len);
+        }
+        atomic_store(&a->m_status[c], h);
+    }
+    int latency = -1, in_flight = -1;
+    if (base_len >= 0) {
+        latency = cx_metrics_series(CX_METRIC_HISTOGRAM, CX_GAUGE_LAST, CX_BUCKETS_LATENCY_MS, "cortex_latency", 14,
+                                    "Time from the request's first byte to its response, in milliseconds.",
+                                    labels.data, (size_t)base_len);
+        in_flight = cx_metrics_series(CX_METRIC_GAUGE, CX_GAUGE_SUM, CX_BUCKETS_USER, "cortex_in_flight_requests", 25,
+                                      "Requests accepted and not yet answered, summed over worker processes.",
+                                      labels.data, (size_t)base_len);
+    }
+    atomic_store(&a->m_latency, latency);
+    atomic_store(&a->m_in_flight, in_flight);
+    cx_buf_free(&labels);
+    atomic_store_explicit(&a->metrics_resolved, 1, memory_order_release);
+}
+
+static int builtin_in_flight(api_state *a)
+{
+    builtin_series(a);
+    return atomic_load_explicit(&a->m_in_flight, memory_order_relaxed);
+}
+
+/* Built-in metrics of one finished request: counted, timed, and sent to statsd as Cortex did. */
+static void record_request_metrics(api_state *a, const cx_request *req)
+{
+    builtin_series(a);
+    int status_class = req->status / 100 - 1;
+    if (status_class < 0 || status_class >= N_STATUS_CLASSES || atomic_load(&a->m_latency) < 0)
+        return;
+    double latency_ms = (cx_monotonic_seconds() - req->started) * 1000.0;
+    cx_metrics_add(atomic_load_explicit(&a->m_status[status_class], memory_order_relaxed), 1);
+    cx_metrics_observe(atomic_load_explicit(&a->m_latency, memory_order_relaxed), latency_ms);
+    if (cx_statsd_enabled()) {
+        cx_buf tags;
+        cx_buf_init(&tags, 0);
+        const char *name = a->config.name;
+        if (cx_statsd_tag_append(&tags, "api_name", 8, name, strlen(name)) == 0) {
+            cx_statsd_send("cortex_latency", 14, latency_ms, 'h', tags.data, tags.len);
+            if (cx_statsd_tag_append(&tags, "response_code", 13, status_class_names[status_class], 3) == 0)
+                cx_statsd_send("cortex_status_code", 18, 1, 'c', tags.data, tags.len);
+        }
+        cx_buf_free(&tags);
+    }
 }
 
 static enum MHD_Result send_metrics(cx_server *s, struct MHD_Connection *conn, cx_request *req)
 {
-    static const char *class_names[N_STATUS_CLASSES] = {"1XX", "2XX", "3XX", "4XX", "5XX"};
+    for (size_t i = 0; i < s->n_apis; i++)
+        builtin_series(&s->apis[i]); /* every API's series shows, zeros included */
     cx_buf out;
     cx_buf_init(&out, 0);
-    int bad = cx_buf_append_str(&out, "# HELP cortex_status_code Responses by API and status class.\n"
-                                      "# TYPE cortex_status_code counter\n");
-    for (size_t i = 0; i < s->n_apis && !bad; i++) {
-        for (int c = 0; c < N_STATUS_CLASSES && !bad; c++) {
-            char tail[96];
-            snprintf(tail, sizeof tail, ",response_code=\"%s\"} %lu\n", class_names[c],
-                     atomic_load(&s->apis[i].status_counts[c]));
-            bad = cx_buf_append_str(&out, "cortex_status_code") || append_labels(&out, s->apis[i].config.name)
-                  || cx_buf_append_str(&out, tail);
-        }
-    }
-    if (!bad)
-        bad = cx_buf_append_str(&out, "# HELP cortex_in_flight_requests Requests accepted and not yet answered.\n"
-                                      "# TYPE cortex_in_flight_requests gauge\n");
-    for (size_t i = 0; i < s->n_apis && !bad; i++) {
-        char tail[64];
-        snprintf(tail, sizeof tail, "} %u\n", atomic_load(&s->apis[i].in_flight));
-        bad = cx_buf_append_str(&out, "cortex_in_flight_requests") || append_labels(&out, s->apis[i].config.name)
-              || cx_buf_append_str(&out, tail);
-    }
-    if (bad) {
+    if (cx_metrics_render(&out) != 0) {
         cx_buf_free(&out);
         return MHD_NO;
     }
     size_t len;
     char *data = cx_buf_steal(&out, &len);
+    if (data == NULL && (data = strdup("")) == NULL)
+        return MHD_NO;
     return send_response(s, conn, req, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", data,
                          len, MHD_RESPMEM_MUST_FREE);
 }
@@ -279,6 +332,11 @@ static enum MHD_Result redirect_without_slash(cx_server *s, struct MHD_Connectio
     return ret;
 }
 
+static int is_ready(const cx_server *s)
+{
+    return atomic_load(&s->ready) && (s->shared_ready == NULL || *s->shared_ready);
+}
+
 static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_request *req,
                                   const char *url, const char *method)
 {
@@ -292,7 +350,7 @@ static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_
     int is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
     size_t len = strlen(url);
     if (is_get && strcmp(url, "/healthz") == 0) {
-        if (atomic_load(&s->ready))
+        if (is_ready(s))
             return SEND_STATIC(s, conn, req, MHD_HTTP_OK, TEXT_PLAIN, "ok");
         return SEND_STATIC(s, conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, TEXT_PLAIN, "starting");
     }
@@ -317,7 +375,7 @@ static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
         return SEND_STATIC(s, conn, req, MHD_HTTP_METHOD_NOT_ALLOWED, TEXT_PLAIN, "Method Not Allowed");
 
-    if (!atomic_load(&s->ready))
+    if (!is_ready(s))
         return send_json_error(s, conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "the api is not ready yet");
     const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (length != NULL && strtoull(length, NULL, 10) > s->max_body) {
@@ -332,6 +390,7 @@ static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_
                                "too many requests in flight: try again later");
     }
     req->counted_in_flight = 1;
+    cx_metrics_gauge_add(builtin_in_flight(a), 1);
     pthread_mutex_lock(&s->lock);
     s->in_flight++;
     pthread_mutex_unlock(&s->lock);
@@ -356,6 +415,7 @@ static enum MHD_Result dispatch(cx_server *s, struct MHD_Connection *conn, cx_re
     req->connection = conn;
     req->job = CX_JOB_PREDICT;
     req->stage = STAGE_QUEUED;
+    req->queued = cx_monotonic_seconds();
     /* suspend before a worker can see it, so its resume can never come first */
     MHD_suspend_connection(conn);
     pthread_mutex_lock(&s->lock);
@@ -534,17 +594,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req == NULL)
         return;
     if (req->status > 0) {
-        if (req->api >= 0) {
-            int status_class = req->status / 100 - 1;
-            if (status_class >= 0 && status_class < N_STATUS_CLASSES)
-                atomic_fetch_add(&s->apis[req->api].status_counts[status_class], 1);
-        }
+        if (req->api >= 0)
+            record_request_metrics(&s->apis[req->api], req);
         if (s->access_log)
             access_log(s, req);
     }
     pthread_mutex_lock(&s->lock);
     if (req->counted_in_flight) {
         atomic_fetch_sub(&s->apis[req->api].in_flight, 1);
+        cx_metrics_gauge_add(atomic_load(&s->apis[req->api].m_in_flight), -1);
         if (--s->in_flight == 0)
             pthread_cond_broadcast(&s->drained);
     }
@@ -626,6 +684,26 @@ static int open_listener(const char *host, unsigned port, int *is_v6, char *err,
     return fd;
 }
 
+/* A socket the supervisor bound before forking workers: each worker polls its own dup,
+ * and the kernel hands every new connection to one of them. */
+static int adopt_listener(int fd, int *is_v6, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) != 0) {
+        snprintf(err, errlen, "the inherited listening socket is unusable: %s", strerror(errno));
+        return -1;
+    }
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) {
+        snprintf(err, errlen, "cannot use the inherited listening socket: %s", strerror(errno));
+        return -1;
+    }
+    *is_v6 = addr.ss_family == AF_INET6;
+    fcntl(copy, F_SETFL, fcntl(copy, F_GETFL) | O_NONBLOCK);
+    return copy;
+}
+
 static void free_apis(cx_server *s)
 {
     for (size_t i = 0; i < s->n_apis && s->apis; i++) {
@@ -683,7 +761,10 @@ int cx_server_start(const cx_server_config *config, cx_server **out, char *err, 
         goto error;
     }
     int is_v6 = 0;
-    s->listen_fd = open_listener(config->host, config->port, &is_v6, err, errlen);
+    if (config->listen_fd >= 0)
+        s->listen_fd = adopt_listener(config->listen_fd, &is_v6, err, errlen);
+    else
+        s->listen_fd = open_listener(config->host, config->port, &is_v6, err, errlen);
     if (s->listen_fd < 0)
         goto error;
 
@@ -728,6 +809,11 @@ void cx_server_set_ready(cx_server *s, int ready)
     atomic_store(&s->ready, ready);
 }
 
+void cx_server_set_shared_ready(cx_server *s, const volatile unsigned char *flag)
+{
+    s->shared_ready = flag;
+}
+
 static void deadline_from_now(struct timespec *ts, double seconds)
 {
     clock_gettime(CLOCK_REALTIME, ts);
@@ -767,6 +853,39 @@ int cx_server_next(cx_server *s, cx_request **out, int timeout_ms)
             return CX_NEXT_TIMEOUT;
         }
     }
+}
+
+size_t cx_server_take_batch(cx_server *s, int api, cx_request **out, size_t max, double deadline)
+{
+    size_t taken = 0;
+    pthread_mutex_lock(&s->lock);
+    while (taken < max) {
+        /* unlink this API's predict jobs in arrival order; others keep their places */
+        cx_request *prev = NULL;
+        for (cx_request *req = s->queue_head; req && taken < max;) {
+            cx_request *next = req->next;
+            if (req->api == api && req->job == CX_JOB_PREDICT) {
+                if (prev)
+                    prev->next = next;
+                else
+                    s->queue_head = next;
+                if (s->queue_tail == req)
+                    s->queue_tail = prev;
+                req->next = NULL;
+                out[taken++] = req;
+            } else {
+                prev = req;
+            }
+            req = next;
+        }
+        if (taken >= max || s->stopping || cx_monotonic_seconds() >= deadline)
+            break;
+        struct timespec ts;
+        deadline_from_now(&ts, deadline - cx_monotonic_seconds());
+        pthread_cond_timedwait(&s->work_ready, &s->lock, &ts);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return taken;
 }
 
 void cx_server_complete(cx_server *s, cx_request *req)

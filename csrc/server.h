@@ -30,6 +30,7 @@ typedef struct {
     int access_log;
     size_t n_apis;
     const cx_api_config *apis;
+    int listen_fd; /* >= 0: serve on (a dup of) this bound, listening socket; -1: bind our own */
 } cx_server_config;
 
 /* Binds and starts the server threads; copies the config.  0, or -1 with err filled. */
@@ -37,11 +38,19 @@ int cx_server_start(const cx_server_config *config, cx_server **out, char *err, 
 unsigned cx_server_port(const cx_server *server);
 /* /healthz and predictions answer 503 until ready. */
 void cx_server_set_ready(cx_server *server, int ready);
+/* With worker processes: a flag in memory shared by all of them, set by the supervisor
+ * while every worker is ready; this server is ready only when it is set too.  The memory
+ * must outlive the server. */
+void cx_server_set_shared_ready(cx_server *server, const volatile unsigned char *flag);
 
 enum { CX_NEXT_JOB = 0, CX_NEXT_TIMEOUT = 1, CX_NEXT_STOP = 2 };
 /* Blocks (call without the GIL) up to timeout_ms for a job; CX_NEXT_STOP once the server
  * is draining and nothing is left for workers to do. */
 int cx_server_next(cx_server *server, cx_request **out, int timeout_ms);
+/* Moves up to max more predict jobs of this API from the queue into out, waiting (call
+ * without the GIL) until there are max of them or the monotonic deadline passes.  Returns
+ * how many it took. */
+size_t cx_server_take_batch(cx_server *server, int api, cx_request **out, size_t max, double deadline);
 /* A predict job's response half is set: send it. */
 void cx_server_complete(cx_server *server, cx_request *req);
 /* A post-predict job is done (post_state cleared): free it. */

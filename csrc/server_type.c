@@ -13,6 +13,7 @@ typedef struct {
     cx_server *server;
     Py_ssize_t n_apis;
     cx_handler *handlers;
+    Py_buffer shared_ready; /* a view on the supervisor's shared flag, or .obj == NULL */
 } CxServerObject;
 
 static void server_shutdown(CxServerObject *self)
@@ -47,6 +48,8 @@ static void server_dealloc(CxServerObject *self)
     PyObject_GC_UnTrack(self);
     server_shutdown(self);
     server_clear(self);
+    if (self->shared_ready.obj)
+        PyBuffer_Release(&self->shared_ready);
     PyMem_Free(self->handlers);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
@@ -67,16 +70,18 @@ static int get_item(PyObject *dict, const char *key, PyObject **out)
  * predict_args (names), post_predict_args (names or None). */
 static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"host", "port", "max_body_size", "idle_timeout", "access_log", "apis", NULL};
+    static char *kwlist[] = {"host", "port", "max_body_size", "idle_timeout", "access_log", "apis",
+                             "listen_fd", NULL};
     const char *host;
     unsigned int port, idle_timeout;
     unsigned long long max_body;
     int access_log;
+    int listen_fd = -1;
     PyObject *apis;
     CxServerObject *self = NULL;
     cx_api_config *configs = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!", kwlist, &host, &port, &max_body,
-                                     &idle_timeout, &access_log, &PyList_Type, &apis))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!|i", kwlist, &host, &port, &max_body,
+                                     &idle_timeout, &access_log, &PyList_Type, &apis, &listen_fd))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(apis);
     self = (CxServerObject *)type->tp_alloc(type, 0);
@@ -117,6 +122,14 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
             goto error;
         if (post_args != Py_None && cx_handler_set_args(h, post_args, 1) < 0)
             goto error;
+        PyObject *batch_size = PyDict_GetItemString(entry, "max_batch_size");
+        PyObject *batch_interval = PyDict_GetItemString(entry, "batch_interval");
+        if (batch_size && batch_size != Py_None) {
+            h->max_batch_size = PyLong_AsSize_t(batch_size);
+            h->batch_interval = batch_interval ? PyFloat_AsDouble(batch_interval) : 0.0;
+            if (PyErr_Occurred())
+                goto error;
+        }
         if (h->needs & (1u << CX_ARG_HEADERS))
             c->wants |= CX_WANT_HEADERS;
         if (h->needs & (1u << CX_ARG_QUERY_PARAMS))
@@ -130,6 +143,7 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         .access_log = access_log,
         .n_apis = (size_t)n,
         .apis = configs,
+        .listen_fd = listen_fd,
     };
     char err[256] = "";
     if (cx_bridge_start_server(&config, &self->server, err, sizeof err) != 0) {
@@ -182,6 +196,27 @@ static PyObject *server_set_ready(CxServerObject *self, PyObject *arg)
     if (ready < 0)
         return NULL;
     cx_server_set_ready(self->server, ready);
+    Py_RETURN_NONE;
+}
+
+/* set_shared_ready(buffer): with worker processes, ready also needs byte 0 of this shared
+ * writable buffer (an mmap the supervisor sets while every worker is ready). */
+static PyObject *server_set_shared_ready(CxServerObject *self, PyObject *buffer)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (view.len < 1) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "the shared ready flag needs at least one byte");
+        return NULL;
+    }
+    if (self->shared_ready.obj)
+        PyBuffer_Release(&self->shared_ready);
+    self->shared_ready = view;
+    cx_server_set_shared_ready(self->server, (const volatile unsigned char *)view.buf);
     Py_RETURN_NONE;
 }
 
@@ -242,6 +277,8 @@ static PyMethodDef server_methods[] = {
     {"set_handler", (PyCFunction)server_set_handler, METH_VARARGS,
      "set_handler(index, predict, post_predict=None): route API `index` to these callables."},
     {"set_ready", (PyCFunction)server_set_ready, METH_O, "set_ready(flag): /healthz and predictions open."},
+    {"set_shared_ready", (PyCFunction)server_set_shared_ready, METH_O,
+     "set_shared_ready(buffer): also require byte 0 of a shared buffer to be set."},
     {"work", (PyCFunction)server_work, METH_NOARGS, "Serve requests on this thread until stopped."},
     {"begin_drain", (PyCFunction)server_begin_drain, METH_O,
      "begin_drain(grace): stop accepting; work() returns once nothing is in flight or after grace s."},

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer harnesses into fuzz/build/ and runs them.
+#
+#   fuzz/run.sh SECONDS [json_decode|content_type|all]     (default: all, SECONDS each)
+#
+# Needs clang with libFuzzer (Debian: apt-get install clang) and the Python the project
+# builds against (PYTHON, default .venv/bin/python, else python3).  Seeds: every file of
+# ../shared/testdata/json-test-suite/test_parsing (when present) plus a few built in.
+# Exits non-zero on any crash, sanitizer report, leak or timeout; the crashing input is
+# left in fuzz/build/artifacts/.
+set -euo pipefail
+
+seconds=${1:?usage: fuzz/run.sh SECONDS [json_decode|content_type|all]}
+which_target=${2:-all}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+build=$here/build
+mkdir -p "$build/artifacts"
+
+CC=${CC:-clang}
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$root/.venv/bin/python" ]; then PYTHON=$root/.venv/bin/python; else PYTHON=python3; fi
+fi
+flags=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+       -fno-sanitize-recover=undefined -std=c11 -D_GNU_SOURCE -I"$root/csrc")
+
+build_json() {
+    local inc libdir ldlib
+    inc=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+    libdir=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+    ldlib=$("$PYTHON" -c 'import sysconfig; v = sysconfig.get_config_var("LDVERSION"); print("python" + v)')
+    "$CC" "${flags[@]}" -I"$inc" -o "$build/json_decode_fuzzer" \
+        "$here/json_decode_fuzzer.c" "$root/csrc/json_decode.c" "$root/csrc/json_encode.c" \
+        "$root/csrc/buf.c" -L"$libdir" -Wl,-rpath,"$libdir" -l"$ldlib" -lm
+    # seeds: the JSON test suite (parsing and transform cases) and a realistic document
+    mkdir -p "$build/corpus/json_decode"
+    local suite=$root/../shared/testdata/json-test-suite
+    for d in test_parsing test_transform; do
+        if [ -d "$suite/$d" ]; then cp -n "$suite/$d"/*.json "$build/corpus/json_decode/" 2>/dev/null || true; fi
+    done
+    printf '{"id": 12, "name": "caf\\u00e9 \xc3\xa9", "tags": ["a", "b"], "score": -1.5e-3, "ok": true, "none": null, "nested": {"k": [1, 2, {"x": "\\ud834\\udd1e"}]}}' \
+        > "$build/corpus/json_decode/seed-document.json"
+}
+
+build_content_type() {
+    "$CC" "${flags[@]}" -o "$build/content_type_fuzzer" \
+        "$here/content_type_fuzzer.c" "$root/csrc/content_type.c"
+    local c=$build/corpus/content_type
+    mkdir -p "$c"
+    printf '\x10\x00application/json; charset=utf-8' > "$c/seed-1"
+    printf '\x08\x00text/plain;charset="latin-1"; format=flowed' > "$c/seed-2"
+    printf '\x20\x01multipart/form-data; boundary="a;b c"; charset=x' > "$c/seed-3"
+    printf '\x00\x00 application/x-www-form-urlencoded ; CHARSET = "' > "$c/seed-4"
+    printf '\x03\x04text/plain; =; ; c=; charset' > "$c/seed-5"
+}
+
+run_one() { # name, dict, extra args...
+    local name=$1 dict=$2
+    shift 2
+    echo "== $name: ${seconds}s"
+    # the fuzzer process needs no Python of its own beyond the embedded interpreter
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
+    UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+        "$build/${name}_fuzzer" "$build/corpus/$name" \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -dict="$here/$dict" -artifact_prefix="$build/artifacts/$name-" \
+        -print_final_stats=1 "$@"
+}
+
+case $which_target in
+json_decode)  build_json; run_one json_decode json.dict -max_len=65536 ;;
+content_type) build_content_type; run_one content_type content_type.dict -max_len=512 ;;
+all)
+    build_json
+    build_content_type
+    run_one json_decode json.dict -max_len=65536
+    run_one content_type content_type.dict -max_len=512
+    ;;
+*) echo "unknown target: $which_target" >&2; exit 2 ;;
+esac
+echo "== no crashes"
