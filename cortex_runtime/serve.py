@@ -16,6 +16,7 @@ from .log import logger
 from .metrics import MetricsClient
 from .predictor import instantiate, load_class
 from .project import read_dotenv, stage_project
+from .workers import Supervisor
 
 GET_MESSAGE = {"message": "make a prediction by sending a post request to this endpoint with a json payload"}
 DEFAULT_GRACE_PERIOD = 30.0
@@ -112,11 +113,28 @@ def serve(args) -> int:
         prepared.cleanup()
 
 
+def _announce(args, port, project):
+    log.announce("listening", host=args.host, port=port,
+                 apis=[{"name": api.name, "endpoint": api.endpoint} for api in project.apis])
+
+
 def _serve_prepared(prepared, args) -> int:
     _core.metrics_setup()  # before any worker is forked: they share one registry
     project = prepared.project
-    if any(api.processes > 1 for api in project.apis):
-        logger.warning("processes_per_replica > 1 is not supported by this version yet: serving with 1 process")
+    processes = max(api.processes for api in project.apis)
+    if processes == 1:
+        return _serve_process(prepared, args)
+    supervisor = Supervisor(
+        args, processes,
+        run_worker=lambda listen_fd, shared_ready, on_ready: _serve_process(
+            prepared, args, listen_fd=listen_fd, shared_ready=shared_ready, on_ready=on_ready),
+        announce=lambda: _announce(args, args.port, project))
+    return supervisor.run()
+
+
+def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=None) -> int:
+    """One serving process: the only one, or a worker (then on_ready replaces the announcement)."""
+    project = prepared.project
     get_body = json.dumps(GET_MESSAGE, separators=(",", ":")).encode()
     api_entries = [{
         "name": api.name,
@@ -131,9 +149,11 @@ def _serve_prepared(prepared, args) -> int:
     try:
         server = _core.Server(host=args.host, port=args.port, max_body_size=args.max_body_size,
                               idle_timeout=args.idle_timeout, access_log=not args.no_access_log,
-                              apis=api_entries)
+                              apis=api_entries, listen_fd=listen_fd)
     except OSError as e:
         raise StartupError(str(e)) from None
+    if shared_ready is not None:
+        server.set_shared_ready(shared_ready)
 
     stop_requested = threading.Event()
 
@@ -150,8 +170,10 @@ def _serve_prepared(prepared, args) -> int:
         if stop_requested.is_set():
             return 0
         server.set_ready(True)
-        log.announce("listening", host=args.host, port=server.port,
-                     apis=[{"name": api.name, "endpoint": api.endpoint} for api in project.apis])
+        if on_ready is None:
+            _announce(args, server.port, project)
+        else:
+            on_ready()
         threads = max(api.threads for api in project.apis)
         extra_workers = [threading.Thread(target=server.work, name=f"cortex-worker-{i}", daemon=True)
                          for i in range(1, threads)]

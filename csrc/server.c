@@ -375,7 +375,8 @@ static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
         return SEND_STATIC(s, conn, req, MHD_HTTP_METHOD_NOT_ALLOWED, TEXT_PLAIN, "Method Not Allowed");
 
-    if (!is_ready(s))
+    /* only this process's own readiness: survivors serve while a dead worker is replaced */
+    if (!atomic_load(&s->ready))
         return send_json_error(s, conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "the api is not ready yet");
     const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (length != NULL && strtoull(length, NULL, 10) > s->max_body) {

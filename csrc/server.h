@@ -39,8 +39,8 @@ unsigned cx_server_port(const cx_server *server);
 /* /healthz and predictions answer 503 until ready. */
 void cx_server_set_ready(cx_server *server, int ready);
 /* With worker processes: a flag in memory shared by all of them, set by the supervisor
- * while every worker is ready; this server is ready only when it is set too.  The memory
- * must outlive the server. */
+ * while every worker is ready; /healthz is 200 only when it is set too (predictions need
+ * only this process to be ready).  The memory must outlive the server. */
 void cx_server_set_shared_ready(cx_server *server, const volatile unsigned char *flag);
 
 enum { CX_NEXT_JOB = 0, CX_NEXT_TIMEOUT = 1, CX_NEXT_STOP = 2 };

@@ -1,0 +1,112 @@
+"""processes_per_replica: several worker processes on one port, supervised."""
+import os
+import signal
+import threading
+import time
+
+import requests
+
+PIDS = """
+import os, time
+from cortex_internal.lib.log import logger
+class PythonPredictor:
+    def __init__(self, config):
+        self.slow = config.get("slow", 0)
+    def predict(self, payload):
+        if payload and payload.get("sleep"):
+            logger.info("sleeping", extra={"pid": os.getpid()})
+            time.sleep(payload["sleep"])
+        return {"pid": os.getpid()}
+"""
+
+
+def workers_yaml(n, extra=""):
+    return f"""
+- name: pids
+  predictor:
+    type: python
+    path: predictor.py
+    processes_per_replica: {n}
+{extra}
+"""
+
+
+def pids_seen(server, count):
+    seen = set()
+    for _ in range(count):
+        # a new connection each time, so the kernel can hand it to any worker
+        r = requests.post(server.url("/pids"), json={}, headers={"Connection": "close"}, timeout=30)
+        assert r.status_code == 200
+        seen.add(r.json()["pid"])
+    return seen
+
+
+def test_two_workers_answer_from_distinct_processes(simple_project, serve):
+    server = serve(simple_project(PIDS, yaml=workers_yaml(2)))
+    seen = pids_seen(server, 40)
+    assert len(seen) == 2
+    assert server.proc.pid not in seen
+    assert server.get("/healthz").text == "ok"
+    listening = [l for l in server.log_lines() if l.get("message") == "listening"]
+    assert len(listening) == 1
+
+
+def test_processes_flag_overrides_the_file(simple_project, serve):
+    server = serve(simple_project(PIDS, yaml=workers_yaml(1)), "--processes", "3")
+    assert len(pids_seen(server, 60)) == 3
+
+
+def test_a_killed_worker_is_logged_and_replaced_while_others_serve(simple_project, serve):
+    server = serve(simple_project(PIDS, yaml=workers_yaml(2)), "--no-access-log")
+    before = pids_seen(server, 30)
+    victim = sorted(before)[0]
+    os.kill(victim, signal.SIGKILL)
+    for _ in range(20):  # the surviving worker keeps answering meanwhile
+        assert requests.post(server.url("/pids"), json={}, timeout=30).status_code == 200
+    line = server.wait_for_log(lambda l: l.get("levelname") == "ERROR" and l.get("pid") == victim)
+    assert "SIGKILL" in line["message"]
+    deadline = time.monotonic() + 30
+    after = set()
+    while time.monotonic() < deadline and len(after) < 2:
+        after = pids_seen(server, 20)
+    assert len(after) == 2 and victim not in after
+    assert server.get("/healthz").text == "ok"
+
+
+def test_sigterm_drains_every_worker_and_exits_zero(simple_project, serve):
+    server = serve(simple_project(PIDS, yaml=workers_yaml(2)))
+    result = {}
+
+    def slow_call():
+        result["response"] = requests.post(server.url("/pids"), json={"sleep": 1.0}, timeout=30)
+
+    caller = threading.Thread(target=slow_call)
+    caller.start()
+    server.wait_for_log(lambda l: l.get("message") == "sleeping")
+    server.proc.send_signal(signal.SIGTERM)
+    caller.join(30)
+    assert result["response"].status_code == 200
+    assert server.proc.wait(timeout=30) == 0
+
+
+def test_init_failure_in_workers_is_one_clear_line_and_nonzero_exit(simple_project, serve):
+    source = """
+class PythonPredictor:
+    def __init__(self, config):
+        raise ValueError("no model here")
+    def predict(self, payload):
+        return 1
+"""
+    server = serve(simple_project(source, yaml=workers_yaml(2)), wait=False)
+    assert server.proc.wait(timeout=60) != 0
+    errors = [l for l in server.stderr_text().splitlines() if l.startswith("error: ")]
+    assert errors == ["error: predictor.py: __init__: no model here: runtime exception"]
+    assert "Traceback" not in server.stderr_text()
+
+
+def test_port_in_use_is_a_startup_error_with_workers(simple_project, serve):
+    first = serve(simple_project(PIDS, yaml=workers_yaml(2)))
+    second = serve(simple_project(PIDS, yaml=workers_yaml(2)), "--port", str(first.port), wait=False)
+    # the fixture passes its own --port first; argparse keeps the last one
+    assert second.proc.wait(timeout=60) != 0
+    assert "already in use" in second.stderr_text()
