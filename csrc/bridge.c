@@ -224,7 +224,7 @@ static void answer(cx_module_state *state, const cx_handler *h, cx_request *req,
 void cx_bridge_predict(cx_module_state *state, const cx_handler *h, cx_request *req)
 {
     PyObject *values[CX_N_ARGS] = {NULL};
-    cx_log_set_current_api(req->api);
+    cx_log_set_current_slot(h->log_slot);
     if (not_ready(h, req))
         goto done;
     int rc = build_values(state, h, req, values);
@@ -242,7 +242,7 @@ void cx_bridge_predict(cx_module_state *state, const cx_handler *h, cx_request *
     Py_DECREF(result);
 done:
     clear_values(values);
-    cx_log_set_current_api(-1);
+    cx_log_set_current_slot(-1);
 }
 
 /* Every request of a batch whose predict() broke the list contract gets this. */
@@ -290,7 +290,7 @@ void cx_bridge_predict_batch(cx_module_state *state, const cx_handler *h, cx_req
     PyObject *result = NULL;
     size_t *live = PyMem_Malloc(n * sizeof *live);
     size_t n_live = 0;
-    cx_log_set_current_api(reqs[0]->api);
+    cx_log_set_current_slot(h->log_slot);
     if (live == NULL) {
         PyErr_Clear();
         for (size_t i = 0; i < n; i++)
@@ -347,7 +347,7 @@ done:
         Py_XDECREF(lists[a]);
     Py_XDECREF(result);
     PyMem_Free(live);
-    cx_log_set_current_api(-1);
+    cx_log_set_current_slot(-1);
 }
 
 void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_request *req)
@@ -358,7 +358,7 @@ void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_requ
         Py_XDECREF(kept);
         return;
     }
-    cx_log_set_current_api(req->api);
+    cx_log_set_current_slot(h->log_slot);
     PyObject *values[CX_N_ARGS];
     for (int i = 0; i < CX_N_ARGS; i++)
         values[i] = PyTuple_GET_ITEM(kept, i);
@@ -370,7 +370,7 @@ void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_requ
     }
     Py_XDECREF(result);
     Py_DECREF(kept);
-    cx_log_set_current_api(-1);
+    cx_log_set_current_slot(-1);
 }
 
 /* ---- the only places the GIL is released -------------------------------------------- */

@@ -31,6 +31,7 @@ typedef struct {
     unsigned char post_args[CX_MAX_CALL_ARGS];
     Py_ssize_t n_post_args;
     unsigned needs; /* bit (1 << cx_arg) for each value some call takes */
+    int log_slot;          /* whose log level and sink apply (log.h) */
     size_t max_batch_size; /* server_side_batching; 0 or 1 = off */
     double batch_interval; /* seconds */
 } cx_handler;

@@ -8,15 +8,27 @@
 #include <unistd.h>
 
 /* Process-wide on purpose: there is one stdout and one logger per process. */
-static int log_fd = 1;
-static int default_level = CX_LOG_INFO;
-static int api_levels[CX_LOG_MAX_APIS]; /* 0 = use the default */
+static _Atomic int log_fd = 1;
+static _Atomic int default_level = CX_LOG_INFO;
+static _Atomic int slot_levels[CX_LOG_MAX_SLOTS]; /* 0 = use the default */
+static _Atomic int slot_fds[CX_LOG_MAX_SLOTS];    /* 0 = unset (fd 0 is never a log sink) */
 static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
-static _Thread_local int current_api = -1;
+static _Thread_local int current_slot = -1;
+
+static int in_range(int slot)
+{
+    return slot >= 0 && slot < CX_LOG_MAX_SLOTS;
+}
 
 void cx_log_set_fd(int fd)
 {
     log_fd = fd;
+}
+
+void cx_log_set_slot_fd(int slot, int fd)
+{
+    if (in_range(slot))
+        slot_fds[slot] = fd < 0 ? 0 : fd;
 }
 
 void cx_log_set_default_level(int level)
@@ -24,29 +36,29 @@ void cx_log_set_default_level(int level)
     default_level = level;
 }
 
-void cx_log_set_api_level(int api, int level)
+void cx_log_set_slot_level(int slot, int level)
 {
-    if (api >= 0 && api < CX_LOG_MAX_APIS)
-        api_levels[api] = level;
+    if (in_range(slot))
+        slot_levels[slot] = level;
 }
 
-void cx_log_set_current_api(int api)
+void cx_log_set_current_slot(int slot)
 {
-    current_api = api;
+    current_slot = slot;
 }
 
-int cx_log_current_api(void)
+int cx_log_current_slot(void)
 {
-    return current_api;
+    return current_slot;
 }
 
-int cx_log_enabled(int api, int level)
+int cx_log_enabled(int slot, int level)
 {
-    if (api < 0)
-        api = current_api;
+    if (slot < 0)
+        slot = current_slot;
     int threshold = default_level;
-    if (api >= 0 && api < CX_LOG_MAX_APIS && api_levels[api] != 0)
-        threshold = api_levels[api];
+    if (in_range(slot) && slot_levels[slot] != 0)
+        threshold = slot_levels[slot];
     return level >= threshold;
 }
 
@@ -188,10 +200,16 @@ int cx_log_end(cx_buf *line)
 
 void cx_log_write(const cx_buf *line)
 {
+    cx_log_write_slot(current_slot, line);
+}
+
+void cx_log_write_slot(int slot, const cx_buf *line)
+{
+    int fd = in_range(slot) && slot_fds[slot] != 0 ? slot_fds[slot] : log_fd;
     pthread_mutex_lock(&write_lock);
     size_t done = 0;
     while (done < line->len) {
-        ssize_t n = write(log_fd, line->data + done, line->len - done);
+        ssize_t n = write(fd, line->data + done, line->len - done);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

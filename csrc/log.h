@@ -11,20 +11,23 @@
 /* Python's logging level numbers. */
 enum { CX_LOG_DEBUG = 10, CX_LOG_INFO = 20, CX_LOG_WARNING = 30, CX_LOG_ERROR = 40 };
 
-#define CX_LOG_MAX_APIS 256
+/* Every API served in this process owns a log slot (its level and where its lines go);
+ * slots are numbered by the Python side, unique across all servers of the process. */
+#define CX_LOG_MAX_SLOTS 256
 
-/* Where lines go (a file descriptor; stdout by default).  Not thread-safe to change while
- * serving: set it before. */
+/* Where lines go by default (a file descriptor; stdout at first). */
 void cx_log_set_fd(int fd);
-/* Default level, used outside any API (start-up) and for APIs without their own. */
+/* Where one slot's lines go; -1 = the default fd. */
+void cx_log_set_slot_fd(int slot, int fd);
+/* Default level, used outside any API (start-up) and for slots without their own. */
 void cx_log_set_default_level(int level);
-/* Per-API level; api is the index in the served config. */
-void cx_log_set_api_level(int api, int level);
-/* The API whose code runs on this thread (-1 for none); decides which level applies. */
-void cx_log_set_current_api(int api);
-int cx_log_current_api(void);
-/* 1 when a record of this level for this API (-1: the current one) is written. */
-int cx_log_enabled(int api, int level);
+/* A slot's level; 0 = the default. */
+void cx_log_set_slot_level(int slot, int level);
+/* The slot whose code runs on this thread (-1 for none): its level and fd apply. */
+void cx_log_set_current_slot(int slot);
+int cx_log_current_slot(void);
+/* 1 when a record of this level is written for this slot (-1: this thread's). */
+int cx_log_enabled(int slot, int level);
 
 /* Opens a line: {"asctime": "...", "levelname": "...", "message": "...", "process": N
  * `created` is seconds since the epoch (asctime is local time with milliseconds, like
@@ -37,7 +40,10 @@ int cx_log_key(cx_buf *line, const char *key, size_t key_len);
 int cx_log_json_string(cx_buf *line, const char *s, size_t len);
 /* Closes the line with "}\n". */
 int cx_log_end(cx_buf *line);
-/* Writes a whole line with one lock held, so lines from threads never interleave. */
+/* Writes a whole line with one lock held, so lines from threads never interleave; to the
+ * fd of this thread's slot. */
 void cx_log_write(const cx_buf *line);
+/* The same, to the fd of the given slot (-1: the default). */
+void cx_log_write_slot(int slot, const cx_buf *line);
 
 #endif

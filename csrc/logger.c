@@ -156,20 +156,25 @@ PyObject *cx_logger_set_level(PyObject *module, PyObject *args)
         return NULL;
     if (api < 0)
         cx_log_set_default_level(level);
-    else if (api < CX_LOG_MAX_APIS)
-        cx_log_set_api_level(api, level);
+    else if (api < CX_LOG_MAX_SLOTS)
+        cx_log_set_slot_level(api, level);
     else
-        return PyErr_Format(PyExc_ValueError, "at most %d apis", CX_LOG_MAX_APIS);
+        return PyErr_Format(PyExc_ValueError, "log slots are 0..%d", CX_LOG_MAX_SLOTS - 1);
     Py_RETURN_NONE;
 }
 
-PyObject *cx_logger_set_fd(PyObject *module, PyObject *arg)
+PyObject *cx_logger_set_fd(PyObject *module, PyObject *args)
 {
     (void)module;
-    int fd;
-    if (as_int(arg, &fd) < 0)
+    int fd, slot = -1;
+    if (!PyArg_ParseTuple(args, "i|i", &fd, &slot))
         return NULL;
-    cx_log_set_fd(fd);
+    if (slot < 0)
+        cx_log_set_fd(fd);
+    else if (slot < CX_LOG_MAX_SLOTS)
+        cx_log_set_slot_fd(slot, fd);
+    else
+        return PyErr_Format(PyExc_ValueError, "log slots are 0..%d", CX_LOG_MAX_SLOTS - 1);
     Py_RETURN_NONE;
 }
 
@@ -179,7 +184,7 @@ PyObject *cx_logger_set_current_api(PyObject *module, PyObject *arg)
     int api;
     if (as_int(arg, &api) < 0)
         return NULL;
-    int previous = cx_log_current_api();
-    cx_log_set_current_api(api);
+    int previous = cx_log_current_slot();
+    cx_log_set_current_slot(api);
     return PyLong_FromLong(previous);
 }

@@ -554,7 +554,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 
 static void access_log(cx_server *s, const cx_request *req)
 {
-    if (!cx_log_enabled(req->api < 0 ? CX_LOG_MAX_APIS : req->api, CX_LOG_INFO))
+    int slot = req->api < 0 ? -1 : s->apis[req->api].config.log_slot;
+    if (!cx_log_enabled(slot < 0 ? CX_LOG_MAX_SLOTS : slot, CX_LOG_INFO)) /* out of range: the default */
         return;
     const char *reason = MHD_get_reason_phrase_for((unsigned)req->status);
     char status_text[80];
@@ -578,7 +579,7 @@ static void access_log(cx_server *s, const cx_request *req)
               || cx_log_key(&line, "latency_ms", 10) || cx_buf_append_str(&line, latency)
               || cx_log_end(&line);
     if (!bad)
-        cx_log_write(&line);
+        cx_log_write_slot(slot, &line);
     cx_buf_free(&line);
 }
 

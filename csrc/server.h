@@ -20,6 +20,7 @@ typedef struct {
     size_t get_body_len;
     unsigned max_concurrency;
     unsigned wants; /* CX_WANT_* : what the worker needs copied out of the connection */
+    int log_slot;   /* the API's log slot (log.h), for its access lines */
 } cx_api_config;
 
 typedef struct {

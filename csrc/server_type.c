@@ -118,6 +118,11 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         if (PyErr_Occurred())
             goto error;
         cx_handler *h = &self->handlers[i];
+        PyObject *log_slot = PyDict_GetItemString(entry, "log_slot");
+        h->log_slot = log_slot ? (int)PyLong_AsLong(log_slot) : (int)i;
+        if (h->log_slot == -1 && PyErr_Occurred())
+            goto error;
+        c->log_slot = h->log_slot;
         if (cx_handler_set_args(h, predict_args, 0) < 0)
             goto error;
         if (post_args != Py_None && cx_handler_set_args(h, post_args, 1) < 0)
@@ -331,7 +336,8 @@ PyObject *cx_call_predictor(PyObject *module, PyObject *args, PyObject *kwargs)
     if (cx_handler_set_args(&h, arg_names, 0) < 0)
         goto done;
     h.predict = Py_NewRef(predict);
-    req->api = cx_log_current_api();
+    h.log_slot = cx_log_current_slot();
+    req->api = 0;
     snprintf(req->request_id, sizeof req->request_id, "%s", request_id);
     if (content_type != Py_None) {
         const char *ct = PyUnicode_AsUTF8(content_type);
