@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,6 +31,9 @@ enum {
     STAGE_DONE,      /* the worker set the response half; resumed */
     STAGE_ANSWERED,  /* a response was queued with libmicrohttpd */
 };
+
+/* Per-connection memory for the request line, headers and buffering. */
+#define CONNECTION_MEMORY (16 * 1024)
 
 /* Response-code classes counted per API for /metrics: 1XX..5XX. */
 #define N_STATUS_CLASSES 5
@@ -61,6 +67,19 @@ struct cx_server {
 
     atomic_int ready;
     atomic_int draining;
+
+    /* Our own I/O thread runs libmicrohttpd's loop, so we know when a round of events is
+     * done: workers are woken once per round instead of once per request (each wake-up of
+     * a thread on the same core is a context switch). */
+    pthread_t io_thread;
+    int io_started;
+    int wake_fd;  /* eventfd: a worker resumed a connection, run a round now */
+    int io_epoll; /* waits on libmicrohttpd's epoll fd and wake_fd */
+    atomic_int io_stop;
+    atomic_int wake_pending;     /* jobs were queued this round */
+    atomic_int wake_owed;        /* a worker resumed connections without poking wake_fd yet */
+    atomic_long queued_jobs;     /* length of the queue, readable without the lock */
+    atomic_int quiesce_pending;  /* a drain began: stop listening, on the I/O thread */
     const volatile unsigned char *shared_ready; /* NULL without worker processes */
 
     pthread_mutex_t lock; /* guards everything below */
@@ -68,8 +87,10 @@ struct cx_server {
     pthread_cond_t drained;
     cx_request *queue_head;
     cx_request *queue_tail;
-    long in_flight;         /* requests accepted for an API and not yet finished */
-    long held_by_workers;   /* predict jobs queued or running: the daemon must outlive them */
+    int idle_workers;       /* workers waiting on work_ready: only then is a signal needed */
+    /* atomics, so the per-request path takes the lock only to queue and dequeue */
+    atomic_long in_flight;       /* requests accepted for an API and not yet finished */
+    atomic_long held_by_workers; /* predict jobs queued or running: the daemon must outlive them */
     int stopping;
     double drain_deadline;  /* monotonic; 0 = none */
     open_connection *connections;
@@ -392,9 +413,7 @@ static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_
     }
     req->counted_in_flight = 1;
     cx_metrics_gauge_add(builtin_in_flight(a), 1);
-    pthread_mutex_lock(&s->lock);
-    s->in_flight++;
-    pthread_mutex_unlock(&s->lock);
+    atomic_fetch_add(&s->in_flight, 1);
 
     const char *content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (content_type != NULL && (req->content_type = strdup(content_type)) == NULL)
@@ -426,9 +445,10 @@ static enum MHD_Result dispatch(cx_server *s, struct MHD_Connection *conn, cx_re
     else
         s->queue_head = req;
     s->queue_tail = req;
-    s->held_by_workers++;
-    pthread_cond_signal(&s->work_ready);
+    atomic_fetch_add(&s->queued_jobs, 1);
+    atomic_fetch_add(&s->held_by_workers, 1);
     pthread_mutex_unlock(&s->lock);
+    atomic_store(&s->wake_pending, 1); /* the I/O loop wakes a worker when this round ends */
     return MHD_YES;
 }
 
@@ -601,14 +621,19 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         if (s->access_log)
             access_log(s, req);
     }
-    pthread_mutex_lock(&s->lock);
     if (req->counted_in_flight) {
         atomic_fetch_sub(&s->apis[req->api].in_flight, 1);
         cx_metrics_gauge_add(atomic_load(&s->apis[req->api].m_in_flight), -1);
-        if (--s->in_flight == 0)
+        /* the last one out during a drain wakes whoever waits for it */
+        if (atomic_fetch_sub(&s->in_flight, 1) == 1 && atomic_load(&s->draining)) {
+            pthread_mutex_lock(&s->lock);
             pthread_cond_broadcast(&s->drained);
+            pthread_cond_broadcast(&s->work_ready);
+            pthread_mutex_unlock(&s->lock);
+        }
     }
     if (req->post_state != NULL) {
+        pthread_mutex_lock(&s->lock);
         req->job = CX_JOB_POST_PREDICT;
         req->next = NULL;
         if (s->queue_tail)
@@ -616,10 +641,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         else
             s->queue_head = req;
         s->queue_tail = req;
-        pthread_cond_signal(&s->work_ready);
-        req = NULL;
+        atomic_fetch_add(&s->queued_jobs, 1);
+        pthread_mutex_unlock(&s->lock);
+        atomic_store(&s->wake_pending, 1);
+        return;
     }
-    pthread_mutex_unlock(&s->lock);
     cx_request_free(req);
 }
 
@@ -638,6 +664,58 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap)
     if (cx_log_begin(&line, cx_wall_seconds(), "WARNING", message, n, s->pid) == 0 && cx_log_end(&line) == 0)
         cx_log_write(&line);
     cx_buf_free(&line);
+}
+
+/* ---- the I/O thread -------------------------------------------------------------------- */
+
+/* How long one round may wait for events; bounds how late a stop or a drain is seen. */
+#define IO_WAIT_MS 50
+
+static void wake_workers(cx_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->idle_workers > 1)
+        pthread_cond_broadcast(&s->work_ready);
+    else if (s->idle_workers == 1)
+        pthread_cond_signal(&s->work_ready);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* With an external loop, libmicrohttpd does not notice resumed connections by itself:
+ * the resuming worker pokes wake_fd and the next round picks them up. */
+static void wait_for_events(cx_server *s)
+{
+    int timeout = IO_WAIT_MS;
+    MHD_UNSIGNED_LONG_LONG mhd_timeout;
+    if (MHD_get_timeout(s->daemon, &mhd_timeout) == MHD_YES && mhd_timeout < (MHD_UNSIGNED_LONG_LONG)timeout)
+        timeout = (int)mhd_timeout;
+    struct epoll_event events[2];
+    int n = epoll_wait(s->io_epoll, events, 2, timeout);
+    for (int i = 0; i < n; i++) {
+        if (events[i].data.fd == s->wake_fd) {
+            uint64_t count;
+            if (read(s->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
+                break;
+        }
+    }
+}
+
+static void *io_loop(void *arg)
+{
+    cx_server *s = arg;
+    while (!atomic_load(&s->io_stop)) {
+        wait_for_events(s);
+        MHD_run(s->daemon);
+        if (atomic_exchange(&s->wake_pending, 0))
+            wake_workers(s);
+        if (atomic_exchange(&s->quiesce_pending, 0)) {
+            /* libmicrohttpd's loop state is this thread's alone: quiesce from here */
+            MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+            if (fd != MHD_INVALID_SOCKET)
+                close(fd);
+        }
+    }
+    return NULL;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
@@ -706,6 +784,32 @@ static int adopt_listener(int fd, int *is_v6, char *err, size_t errlen)
     return copy;
 }
 
+static int setup_io_wait(cx_server *s)
+{
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    if (info == NULL)
+        return -1;
+    s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    s->io_epoll = epoll_create1(EPOLL_CLOEXEC);
+    if (s->wake_fd < 0 || s->io_epoll < 0)
+        return -1;
+    struct epoll_event mhd_event = {.events = EPOLLIN, .data.fd = info->epoll_fd};
+    struct epoll_event wake_event = {.events = EPOLLIN, .data.fd = s->wake_fd};
+    if (epoll_ctl(s->io_epoll, EPOLL_CTL_ADD, info->epoll_fd, &mhd_event) != 0
+        || epoll_ctl(s->io_epoll, EPOLL_CTL_ADD, s->wake_fd, &wake_event) != 0)
+        return -1;
+    return 0;
+}
+
+static void close_io_wait(cx_server *s)
+{
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
+    if (s->io_epoll >= 0)
+        close(s->io_epoll);
+    s->wake_fd = s->io_epoll = -1;
+}
+
 static void free_apis(cx_server *s)
 {
     for (size_t i = 0; i < s->n_apis && s->apis; i++) {
@@ -755,6 +859,8 @@ int cx_server_start(const cx_server_config *config, cx_server **out, char *err, 
     pthread_cond_init(&s->work_ready, NULL);
     pthread_cond_init(&s->drained, NULL);
     s->listen_fd = -1;
+    s->wake_fd = -1;
+    s->io_epoll = -1;
     s->max_body = config->max_body;
     s->access_log = config->access_log;
     s->pid = (long)getpid();
@@ -770,13 +876,16 @@ int cx_server_start(const cx_server_config *config, cx_server **out, char *err, 
     if (s->listen_fd < 0)
         goto error;
 
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME
                      | MHD_USE_ERROR_LOG | (is_v6 ? MHD_USE_IPv6 : 0);
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)config->port, NULL, NULL, on_request, s,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s, /* first, or MHD logs to stderr itself */
         MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
+        /* libmicrohttpd zeroes a connection's pool for every request: keep it to what
+         * headers need (larger headers get 431) */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
@@ -787,6 +896,14 @@ int cx_server_start(const cx_server_config *config, cx_server **out, char *err, 
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : config->port;
+    if (setup_io_wait(s) != 0 || pthread_create(&s->io_thread, NULL, io_loop, s) != 0) {
+        snprintf(err, errlen, "cannot start the server thread: %s", strerror(errno));
+        MHD_stop_daemon(s->daemon);
+        s->listen_fd = -1; /* MHD closed it */
+        close_io_wait(s);
+        goto error;
+    }
+    s->io_started = 1;
     *out = s;
     return 0;
 
@@ -816,6 +933,14 @@ void cx_server_set_shared_ready(cx_server *s, const volatile unsigned char *flag
     s->shared_ready = flag;
 }
 
+static void poke_io(cx_server *s)
+{
+    uint64_t one = 1;
+    if (write(s->wake_fd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is saturated, so a wake-up is pending anyway */
+    }
+}
+
 static void deadline_from_now(struct timespec *ts, double seconds)
 {
     clock_gettime(CLOCK_REALTIME, ts);
@@ -835,9 +960,15 @@ int cx_server_next(cx_server *s, cx_request **out, int timeout_ms)
             if (s->queue_head == NULL)
                 s->queue_tail = NULL;
             req->next = NULL;
+            atomic_fetch_sub(&s->queued_jobs, 1);
             pthread_mutex_unlock(&s->lock);
             *out = req;
             return CX_NEXT_JOB;
+        }
+        if (atomic_exchange(&s->wake_owed, 0)) {
+            /* nothing more to do: send what was answered before sleeping */
+            poke_io(s);
+            continue;
         }
         if (!s->stopping && atomic_load(&s->draining)
             && (s->in_flight == 0 || (s->drain_deadline > 0 && cx_monotonic_seconds() >= s->drain_deadline))) {
@@ -850,7 +981,10 @@ int cx_server_next(cx_server *s, cx_request **out, int timeout_ms)
         }
         struct timespec ts;
         deadline_from_now(&ts, timeout_ms / 1000.0);
-        if (pthread_cond_timedwait(&s->work_ready, &s->lock, &ts) == ETIMEDOUT && s->queue_head == NULL) {
+        s->idle_workers++;
+        int rc = pthread_cond_timedwait(&s->work_ready, &s->lock, &ts);
+        s->idle_workers--;
+        if (rc == ETIMEDOUT && s->queue_head == NULL) {
             pthread_mutex_unlock(&s->lock);
             return CX_NEXT_TIMEOUT;
         }
@@ -874,6 +1008,7 @@ size_t cx_server_take_batch(cx_server *s, int api, cx_request **out, size_t max,
                 if (s->queue_tail == req)
                     s->queue_tail = prev;
                 req->next = NULL;
+                atomic_fetch_sub(&s->queued_jobs, 1);
                 out[taken++] = req;
             } else {
                 prev = req;
@@ -884,20 +1019,29 @@ size_t cx_server_take_batch(cx_server *s, int api, cx_request **out, size_t max,
             break;
         struct timespec ts;
         deadline_from_now(&ts, deadline - cx_monotonic_seconds());
+        s->idle_workers++;
         pthread_cond_timedwait(&s->work_ready, &s->lock, &ts);
+        s->idle_workers--;
     }
     pthread_mutex_unlock(&s->lock);
     return taken;
 }
 
-void cx_server_complete(cx_server *s, cx_request *req)
+void cx_server_complete(cx_server *s, cx_request *req, int defer_wake)
 {
     struct MHD_Connection *conn = req->connection;
     req->stage = STAGE_DONE;
-    pthread_mutex_lock(&s->lock);
-    s->held_by_workers--;
-    pthread_mutex_unlock(&s->lock);
+    atomic_fetch_sub(&s->held_by_workers, 1);
     MHD_resume_connection(conn);
+    if (defer_wake)
+        atomic_store(&s->wake_owed, 1);
+    else
+        poke_io(s);
+}
+
+int cx_server_has_queued(cx_server *s)
+{
+    return atomic_load(&s->queued_jobs) > 0;
 }
 
 void cx_server_release(cx_server *s, cx_request *req)
@@ -915,13 +1059,9 @@ void cx_server_begin_drain(cx_server *s, double grace_s)
     for (open_connection *c = s->connections; c; c = c->next)
         if (!atomic_load(&c->busy))
             shutdown(c->fd, SHUT_RDWR);
-    pthread_mutex_unlock(&s->lock);
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
-    pthread_mutex_lock(&s->lock);
     pthread_cond_broadcast(&s->work_ready);
     pthread_mutex_unlock(&s->lock);
+    atomic_store(&s->quiesce_pending, 1);
 }
 
 int cx_server_wait_drained(cx_server *s, double timeout_s)
@@ -951,20 +1091,21 @@ void cx_server_destroy(cx_server *s)
     if (s == NULL)
         return;
     cx_server_stop_workers(s);
-    pthread_mutex_lock(&s->lock);
-    long held = s->held_by_workers;
-    pthread_mutex_unlock(&s->lock);
-    if (held > 0) {
+    if (atomic_load(&s->held_by_workers) > 0) {
         /* a worker still runs predict on a suspended connection: stopping the daemon now
          * would free what it will touch.  Close the doors and let the process exit. */
         if (!atomic_load(&s->draining))
             cx_server_begin_drain(s, 0);
         return;
     }
+    if (s->io_started) {
+        atomic_store(&s->io_stop, 1);
+        pthread_join(s->io_thread, NULL);
+    }
+    /* quiesced: the listening socket is closed already; otherwise the daemon closes it */
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
-    if (!atomic_load(&s->draining) && s->listen_fd >= 0)
-        close(s->listen_fd);
+    close_io_wait(s);
     /* post-predict jobs never run: their Python state is the bridge's to drop first */
     for (cx_request *req = s->queue_head; req;) {
         cx_request *next = req->next;

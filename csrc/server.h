@@ -52,8 +52,12 @@ int cx_server_next(cx_server *server, cx_request **out, int timeout_ms);
  * without the GIL) until there are max of them or the monotonic deadline passes.  Returns
  * how many it took. */
 size_t cx_server_take_batch(cx_server *server, int api, cx_request **out, size_t max, double deadline);
-/* A predict job's response half is set: send it. */
-void cx_server_complete(cx_server *server, cx_request *req);
+/* A predict job's response half is set: send it.  defer_wake lets the worker answer a run
+ * of quick jobs before the I/O thread is woken (once) to send them all; the wake-up owed is
+ * paid at the latest when the worker finds the queue empty. */
+void cx_server_complete(cx_server *server, cx_request *req, int defer_wake);
+/* 1 when jobs are waiting for a worker (a hint: read without the lock). */
+int cx_server_has_queued(cx_server *server);
 /* A post-predict job is done (post_state cleared): free it. */
 void cx_server_release(cx_server *server, cx_request *req);
 
