@@ -1,8 +1,6 @@
 """Python halves of payload decoding that are not on the hot path: forms via the stdlib
 parsers, and the headers mapping."""
 from collections.abc import Mapping
-from email.parser import BytesParser
-from email.policy import HTTP
 from urllib.parse import parse_qsl
 
 
@@ -17,6 +15,10 @@ def decode_form(body: bytes, content_type: str) -> dict:
 
 
 def _decode_multipart(body: bytes, content_type: str) -> dict:
+    # imported here: the email package costs ~10 ms, and most APIs never see a form
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
     if "boundary=" not in content_type.lower():
         raise ValueError("multipart/form-data without a boundary")
     message = BytesParser(policy=HTTP).parsebytes(
