@@ -56,7 +56,7 @@ def build_parser():
     serve.add_argument("--async-backend", metavar="URL", help="AsyncAPI store, e.g. redis://host:6379/0")
     serve.add_argument("--tfs-address", metavar="HOST:PORT", help="TensorFlow Serving to send tensorflow_client calls to")
 
-    validate = commands.add_parser("validate", help="load the config and predictor classes, report, exit 0/1")
+    validate = commands.add_parser("validate", help="load the config and predictor classes, report every problem, exit 0/1")
     validate.add_argument("path", nargs="?", default=".", help="project directory or cortex.yaml (default .)")
 
     predict = commands.add_parser("predict", help="call predict once without a server and print the response")
@@ -66,6 +66,8 @@ def build_parser():
     body.add_argument("--json", metavar="TEXT", help="a JSON payload")
     body.add_argument("--data", metavar="@FILE", help="a payload read from FILE (or the literal text)")
     predict.add_argument("--content-type", metavar="CT", help="Content-Type of --data (default: bytes)")
+    predict.add_argument("-i", "--include", action="store_true",
+                         help="print the status line and headers before the body, as curl -i")
     predict.add_argument("--log-level", choices=LOG_LEVELS, help="log level")
     return parser
 

@@ -23,6 +23,7 @@ DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 # One or more non-empty path segments of URL path characters (RFC 3986 pchar).
 ENDPOINT = re.compile(r"(/[-A-Za-z0-9._~%!$&'()*+,;=:@]+)+")
 RESERVED_ENDPOINTS = ("/healthz", "/metrics")
+MODEL_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 # Keys we read, plus keys Cortex had that mean nothing on one machine (accepted, ignored).
 API_KEYS = {"name", "kind", "predictor", "networking", "autoscaling", "compute", "update_strategy"}
@@ -32,6 +33,11 @@ PREDICTOR_KEYS = {
     "image", "tensorflow_serving_image", "shm_size", "dependencies", "multi_model_reloading",
 }
 NETWORKING_KEYS = {"endpoint", "api_gateway"}
+# cache_size and disk_cache_size (Cortex's model caching) are accepted and ignored;
+# poll_interval is ours (how often new model versions are looked for, default 10 s).
+MODELS_KEYS = {"path", "paths", "dir", "signature_key", "cache_size", "disk_cache_size",
+               "poll_interval"}
+MODEL_PATH_KEYS = {"name", "path", "signature_key"}
 BATCHING_KEYS = {"max_batch_size", "batch_interval"}
 # Cortex v0.31-0.33 autoscaling keys; listed so that a typo such as max_replica_concurency
 # gets a warning instead of silently meaning the default.
@@ -250,9 +256,7 @@ class ApiValidator:
         self.warn_unknown(predictor, PREDICTOR_KEYS, "predictor.")
 
         predictor_type = self.choice(predictor, "type", "predictor.type", PREDICTOR_TYPES, None)
-        models = predictor.get("models")
-        if models is not None and not isinstance(models, dict):
-            self.fail("predictor.models", f"must be a mapping, got {type_name(models)}")
+        models = self.models(predictor, predictor_type)
 
         networking = self.mapping(raw, "networking", "networking")
         self.warn_unknown(networking, NETWORKING_KEYS, "networking.")
@@ -281,6 +285,78 @@ class ApiValidator:
                 "autoscaling.max_replica_concurrency", 1024, 1),
             raw=raw,
         )
+
+    def models(self, predictor, predictor_type):
+        """predictor.models, checked for type tensorflow (path | paths | dir, signature_key,
+        poll_interval); kept as the raw mapping, which cortex_runtime.tensorflow reads."""
+        models = predictor.get("models")
+        if models is not None and not isinstance(models, dict):
+            self.fail("predictor.models", f"must be a mapping, got {type_name(models)}")
+        if predictor_type != "tensorflow":
+            return models
+        if models is None:
+            self.fail("predictor.models", "required for predictor.type tensorflow "
+                                          "(one of path, paths or dir)")
+        self.warn_unknown(models, MODELS_KEYS, "predictor.models.")
+        given = [key for key in ("path", "paths", "dir") if models.get(key) is not None]
+        if not given:
+            self.fail("predictor.models", "one of path, paths or dir is required")
+        if len(given) > 1:
+            self.fail("predictor.models", f"only one of path, paths or dir may be given, "
+                                          f"got {' and '.join(given)}")
+        self.signature_key(models, "predictor.models.signature_key")
+        self.signature_key(predictor, "predictor.signature_key")
+        if given[0] != "paths":
+            self.model_path(models[given[0]], f"predictor.models.{given[0]}")
+        else:
+            self.model_paths(models["paths"])
+        interval = models.get("poll_interval")
+        if interval is not None:
+            seconds = parse_duration(interval)
+            if seconds is None or seconds < 0:
+                self.fail("predictor.models.poll_interval",
+                          f'must be a duration such as "10s" or "500ms", or a number of seconds '
+                          f"(0 turns polling off), got {show(interval)}")
+        return models
+
+    def signature_key(self, parent, key):
+        value = parent.get(key.rsplit(".", 1)[1])
+        if value is not None and (not isinstance(value, str) or not value):
+            self.fail(key, f"must be a non-empty string, got {show(value)}")
+
+    def model_path(self, value, key):
+        """A local directory: absolute, or relative to the project directory (not checked
+        here: the models are looked for when they are loaded)."""
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"must be a non-empty string, got {show(value)}")
+        if re.match(r"[a-z][a-z0-9+.-]*://", value):
+            self.fail(key, f"must be a local directory (remote storage such as s3:// is not "
+                           f"supported here), got {show(value)}")
+
+    def model_paths(self, paths):
+        if not isinstance(paths, list) or not paths:
+            self.fail("predictor.models.paths", "must be a non-empty list of mappings with "
+                                                f"name and path, got {show(paths)}")
+        names = {}
+        for index, entry in enumerate(paths):
+            where = f"predictor.models.paths[{index}]"
+            if not isinstance(entry, dict):
+                self.fail(where, f"must be a mapping with name and path, got {type_name(entry)}")
+            self.warn_unknown(entry, MODEL_PATH_KEYS, f"{where}.")
+            name = entry.get("name")
+            if name is None:
+                self.fail(f"{where}.name", "required")
+            if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+                self.fail(f"{where}.name", "must contain only letters, numbers, dashes and "
+                                           f"underscores, got {show(name)}")
+            if name in names:
+                self.fail(f"{where}.name", f"{quote(name)} is already used by "
+                                           f"predictor.models.paths[{names[name]}]")
+            names[name] = index
+            if entry.get("path") is None:
+                self.fail(f"{where}.path", "required")
+            self.model_path(entry["path"], f"{where}.path")
+            self.signature_key(entry, f"{where}.signature_key")
 
     def name(self, name):
         if name is None:

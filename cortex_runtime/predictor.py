@@ -18,6 +18,7 @@ INIT_ARGS = {
 }
 PREDICT_ARGS = ({"self"}, {"payload", "request_id", "query_params", "headers"})
 POST_PREDICT_ARGS = ({"self"}, {"response", "payload", "query_params", "headers"})
+ASYNC_PREDICT_ARGS = ({"self"}, {"payload", "request_id"})  # Cortex's AsyncAPI handler
 
 
 @dataclass
@@ -88,7 +89,8 @@ def load_class(api, staged_root) -> PredictorClass:
     try:
         init_required, init_optional = INIT_ARGS[api.predictor_type]
         init_args = _method_args(cls, "__init__", init_required, init_optional, True)
-        predict_args = _method_args(cls, "predict", *PREDICT_ARGS, True)
+        predict_args = _method_args(cls, "predict", *(ASYNC_PREDICT_ARGS if api.kind == "AsyncAPI"
+                                                      else PREDICT_ARGS), True)
         post_args = None
         if api.kind == "RealtimeAPI":
             post_args = _method_args(cls, "post_predict", *POST_PREDICT_ARGS, False)

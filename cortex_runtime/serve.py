@@ -8,14 +8,16 @@ import tempfile
 import threading
 import uuid
 import shutil
+from http import HTTPStatus
 
 from . import _core, log
-from .config import load_project
+from .config import ApiValidator, Project, find_config, load_project, read_yaml
 from .errors import StartupError
 from .log import logger
 from .metrics import MetricsClient
 from .predictor import instantiate, load_class
 from .project import read_dotenv, stage_project
+from .response import response_parts
 from .workers import Supervisor
 
 GET_MESSAGE = {"message": "make a prediction by sending a post request to this endpoint with a json payload"}
@@ -188,14 +190,102 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
         server.close()
 
 
-def validate(args) -> int:
-    prepared = prepare(args.path)
+def _validate_config(path, problems):
+    """load_project, but one problem per API instead of only the first: returns the Project of
+    the APIs that validated (None when the file itself is unusable), problems appended."""
     try:
-        for api, cls in zip(prepared.project.apis, prepared.classes):
-            print(f"ok: {api.name} ({api.kind}, predictor.type {api.predictor_type}) at {api.endpoint}")
-        return 0
+        return load_project(path)  # what serve accepts, warnings included
+    except StartupError as e:
+        failure = str(e)
+    try:
+        config_file = find_config(path)
+        label = os.path.basename(config_file)
+        document = read_yaml(config_file, label)
+    except StartupError as e:
+        problems.append(str(e))
+        return None
+    if isinstance(document, dict):
+        entries = [document]
+    elif isinstance(document, list) and document:
+        entries = document
+    else:
+        problems.append(failure)
+        return None
+    root = os.path.dirname(config_file)
+    warnings, apis, indexes = [], [], []
+    for index, raw in enumerate(entries):
+        try:
+            api = ApiValidator(label, root, index, raw, warnings).validate()
+        except StartupError as e:
+            problems.append(str(e))
+            continue
+        problem = None
+        for other_index, other in zip(indexes, apis):
+            if other.name == api.name:
+                problem = (f'{label}: api at index {index}: name: "{api.name}" '
+                           f"is already used by the api at index {other_index}")
+            elif other.endpoint == api.endpoint:
+                problem = (f'{label}: api "{api.name}": networking.endpoint: '
+                           f'"{api.endpoint}" is already used by api "{other.name}"')
+            if problem:
+                break
+        if problem:
+            problems.append(problem)
+            continue
+        apis.append(api)
+        indexes.append(index)
+    if not problems:
+        problems.append(failure)
+    return Project(root=root, config_file=config_file, apis=apis, warnings=warnings)
+
+
+def validate(args) -> int:
+    """Checks the config and every API's predictor class as serve would (without running
+    __init__); prints every problem found as an "error: " line, exits 1 if there was any."""
+    problems = []
+    project = _validate_config(args.path, problems)
+    staging_parent = None
+    try:
+        if project is not None and project.apis:
+            for warning in project.warnings:
+                logger.warning(warning)
+            staging_parent = tempfile.mkdtemp(prefix="cortex-runtime-")
+            staged_root = os.path.join(staging_parent, "project")
+            try:
+                stage_project(project.root, project.config_file, staged_root)
+                dotenv = os.path.join(project.root, ".env")
+                if os.path.isfile(dotenv):
+                    os.environ.update(read_dotenv(dotenv))
+            except StartupError as e:
+                problems.append(str(e))
+                project.apis = []
+            for api in project.apis:
+                os.environ.update(api.env)
+            if project.apis:
+                os.chdir(staged_root)
+            for api in reversed(project.apis):
+                entry = os.path.join(staged_root, api.python_path) if api.python_path else staged_root
+                if entry not in sys.path:
+                    sys.path.insert(0, entry)
+            for index, api in enumerate(project.apis):
+                log.set_api_level(index, api.log_level)
+                previous = _core.set_current_api(index)
+                try:
+                    _unsupported(Project(project.root, project.config_file, [api], []))
+                    load_class(api, staged_root)
+                except StartupError as e:
+                    problems.append(str(e))
+                    continue
+                finally:
+                    _core.set_current_api(previous)
+                print(f"ok: {api.name} ({api.kind}, predictor.type {api.predictor_type}) at {api.endpoint}")
     finally:
-        prepared.cleanup()
+        if staging_parent is not None:
+            shutil.rmtree(staging_parent, ignore_errors=True)
+    sys.stdout.flush()
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _read_data(args):
@@ -213,6 +303,25 @@ def _read_data(args):
     return body, args.content_type
 
 
+def _response_head(status, media_type, body, request_id, user_headers):
+    """The status line and headers the server would send with this response."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    lines = [f"HTTP/1.1 {status} {reason}".rstrip()]
+    skip = ("content-length", "transfer-encoding")
+    lines += [f"{name}: {value}" for name, value in user_headers if name.lower() not in skip]
+    if media_type and not any(name.lower() == "content-type" for name, _ in user_headers):
+        lines.append(f"Content-Type: {media_type}")
+    lines.append(f"X-Request-ID: {request_id}")
+    if 200 <= status < 300:
+        lines += ["Access-Control-Allow-Origin: *", "Access-Control-Allow-Methods: GET, POST, OPTIONS",
+                  "Access-Control-Allow-Headers: *", "Access-Control-Allow-Credentials: true"]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
 def predict(args) -> int:
     log.to_stderr()  # stdout carries the response alone
     body, content_type = _read_data(args)  # read before chdir into the staged project
@@ -222,10 +331,24 @@ def predict(args) -> int:
             names = ", ".join(api.name for api in prepared.project.apis)
             raise StartupError(f"this project has several apis ({names}): choose one with --api")
         instance = build_predictors(prepared)[0]
+        user_headers = []
+
+        def traced_predict(*call_args, **kwargs):
+            result = instance.predict(*call_args, **kwargs)
+            parts = response_parts(result)
+            if parts is not None:
+                user_headers[:] = parts[3]
+            return result
+
         _core.set_current_api(0)
+        request_id = str(uuid.uuid4())
         status, media_type, response = _core.call_predictor(
-            predict=instance.predict, arg_names=prepared.classes[0].predict_args,
-            content_type=content_type, body=body, request_id=str(uuid.uuid4()))
+            predict=traced_predict if args.include else instance.predict,
+            arg_names=prepared.classes[0].predict_args,
+            content_type=content_type, body=body, request_id=request_id)
+        if args.include:
+            sys.stdout.buffer.write(_response_head(status, media_type, response, request_id,
+                                                   user_headers))
         sys.stdout.buffer.write(response + b"\n")
         sys.stdout.flush()
         return 0 if status < 400 else 1

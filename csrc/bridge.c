@@ -7,7 +7,7 @@
 #include "server.h"
 
 static const char *const arg_names[CX_N_ARGS] = {"payload", "request_id", "query_params", "headers",
-                                                 "response"};
+                                                 "response",  "body",       "content_type"};
 
 int cx_handler_set_args(cx_handler *h, PyObject *names, int for_post)
 {
@@ -28,7 +28,7 @@ int cx_handler_set_args(cx_handler *h, PyObject *names, int for_post)
         for (int c = 0; c < CX_N_ARGS; c++)
             if (strcmp(name, arg_names[c]) == 0)
                 code = c;
-        if (code < 0 || (code == CX_ARG_RESPONSE && !for_post)) {
+        if (code < 0 || (code == CX_ARG_RESPONSE && !for_post) || (for_post && ((1u << code) & CX_INTERNAL_ARGS))) {
             PyErr_Format(PyExc_ValueError, "unsupported predictor argument %R", PyTuple_GET_ITEM(tuple, i));
             goto error;
         }
@@ -53,6 +53,7 @@ void cx_handler_clear(cx_handler *h)
 {
     Py_CLEAR(h->predict);
     Py_CLEAR(h->predict_kwnames);
+    Py_CLEAR(h->status);
     Py_CLEAR(h->post_predict);
     Py_CLEAR(h->post_kwnames);
 }
@@ -166,6 +167,17 @@ static int build_values(cx_module_state *state, const cx_handler *h, cx_request 
     if ((h->needs & (1u << CX_ARG_HEADERS))
         && (values[CX_ARG_HEADERS] = headers_mapping(state, &req->headers)) == NULL)
         return -1;
+    if ((h->needs & (1u << CX_ARG_BODY))
+        && (values[CX_ARG_BODY] = PyBytes_FromStringAndSize(req->body.data ? req->body.data : "",
+                                                            (Py_ssize_t)req->body.len)) == NULL)
+        return -1;
+    if (h->needs & (1u << CX_ARG_CONTENT_TYPE)) {
+        values[CX_ARG_CONTENT_TYPE] = req->content_type ? PyUnicode_DecodeLatin1(req->content_type,
+                                                                                 (Py_ssize_t)strlen(req->content_type), NULL)
+                                                        : Py_NewRef(Py_None);
+        if (values[CX_ARG_CONTENT_TYPE] == NULL)
+            return -1;
+    }
     return 0;
 }
 
@@ -350,6 +362,56 @@ done:
     cx_log_set_current_slot(-1);
 }
 
+/* AsyncAPI GET <endpoint>/<id>: status(<the path's last segment, as sent>) answers it.  The
+ * segment is not percent-decoded: valid ids never need escaping, and the callable refuses
+ * anything that is not an id shape before any lookup. */
+static void bridge_status(cx_module_state *state, const cx_handler *h, cx_request *req)
+{
+    cx_log_set_current_slot(h->log_slot);
+    PyObject *id = NULL, *result = NULL;
+    if (h->status == NULL) {
+        static const char body[] = "{\"error\":\"the api is not ready yet\"}";
+        cx_response_set(req, 503, NULL, body, sizeof body - 1);
+        goto done;
+    }
+    size_t start = req->path_len;
+    while (start > 0 && req->uri[start - 1] != '/')
+        start--;
+    id = text_from(req->uri + start, req->path_len - start);
+    if (id != NULL)
+        result = PyObject_CallOneArg(h->status, id);
+    if (result == NULL) {
+        PyObject *message = PyUnicode_FromString("exception in the workload status lookup: internal server error");
+        log_exception(state, message, req->request_id);
+        Py_XDECREF(message);
+        internal_error(req);
+    } else if (cx_response_encode(state, req, result) < 0) {
+        log_unencodable(state, req, result);
+        internal_error(req);
+    }
+done:
+    Py_XDECREF(id);
+    Py_XDECREF(result);
+    cx_log_set_current_slot(-1);
+}
+
+/* A job without a connection (Server.call_soon): call it, log what it raises, free it. */
+static void bridge_call(cx_module_state *state, cx_server *server, cx_request *req)
+{
+    PyObject *callable = req->post_state;
+    req->post_state = NULL;
+    PyObject *result = PyObject_CallNoArgs(callable);
+    if (result == NULL) {
+        PyObject *message = PyUnicode_FromString("exception in a background call");
+        log_exception(state, message, NULL);
+        Py_XDECREF(message);
+    }
+    Py_XDECREF(result);
+    Py_DECREF(callable);
+    cx_log_set_current_slot(-1);
+    cx_server_release(server, req);
+}
+
 void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_request *req)
 {
     PyObject *kept = req->post_state;
@@ -420,10 +482,17 @@ PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_han
                 return NULL;
             continue;
         }
+        if (req->job == CX_JOB_CALL) {
+            bridge_call(state, server, req);
+            continue;
+        }
         const cx_handler *h = &handlers[req->api];
         if (req->job == CX_JOB_POST_PREDICT) {
             cx_bridge_post_predict(state, h, req);
             cx_server_release(server, req);
+        } else if (req->job == CX_JOB_STATUS) {
+            bridge_status(state, h, req);
+            cx_server_complete(server, req, 0);
         } else if (h->max_batch_size > 1) {
             work_batch(state, server, h, req);
         } else {

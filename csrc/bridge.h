@@ -16,8 +16,13 @@ typedef enum {
     CX_ARG_QUERY_PARAMS,
     CX_ARG_HEADERS,
     CX_ARG_RESPONSE,
+    CX_ARG_BODY,         /* the raw body as bytes: AsyncAPI's internal submit only */
+    CX_ARG_CONTENT_TYPE, /* the Content-Type header, str or None: likewise */
     CX_N_ARGS
 } cx_arg;
+
+/* The arguments a user's predict can never take (predictor.py validates it). */
+#define CX_INTERNAL_ARGS ((1u << CX_ARG_BODY) | (1u << CX_ARG_CONTENT_TYPE))
 
 #define CX_MAX_CALL_ARGS CX_N_ARGS
 
@@ -26,6 +31,7 @@ typedef struct {
     PyObject *predict_kwnames; /* tuple of str, owned; NULL when predict takes none */
     unsigned char predict_args[CX_MAX_CALL_ARGS];
     Py_ssize_t n_predict_args;
+    PyObject *status;       /* AsyncAPI: status(workload_id) for GET <endpoint>/<id>; owned or NULL */
     PyObject *post_predict; /* owned or NULL */
     PyObject *post_kwnames;
     unsigned char post_args[CX_MAX_CALL_ARGS];

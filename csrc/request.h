@@ -26,8 +26,10 @@ int cx_kv_list_add(cx_kv_list *list, const char *key, size_t key_len, const char
 void cx_kv_list_free(cx_kv_list *list);
 
 typedef enum {
-    CX_JOB_PREDICT = 0,     /* answer the request: the worker sets the response half */
-    CX_JOB_POST_PREDICT = 1 /* the response is sent; run post_predict, then release */
+    CX_JOB_PREDICT = 0,      /* answer the request: the worker sets the response half */
+    CX_JOB_POST_PREDICT = 1, /* the response is sent; run post_predict, then release */
+    CX_JOB_STATUS = 2,       /* AsyncAPI GET <endpoint>/<id>: answered by the status callable */
+    CX_JOB_CALL = 3          /* no connection: run the callable in post_state, then release */
 } cx_job_kind;
 
 #define CX_REQUEST_ID_MAX 128

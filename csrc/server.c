@@ -314,6 +314,22 @@ static int route(const cx_server *s, const char *path, size_t len, const char *h
     return -1;
 }
 
+/* AsyncAPI: "<endpoint>/<id>", and "/predict/<id>" or "/<id>" where "/predict" and "/" route
+ * to the API.  The id is whatever follows the last '/'; the status callable checks it. */
+static int route_status(const cx_server *s, const char *path, size_t len, const char *host)
+{
+    size_t slash = len;
+    while (slash > 0 && path[slash - 1] != '/')
+        slash--;
+    if (slash == 0 || slash == len)
+        return -1; /* no '/' at all, or nothing after it */
+    size_t prefix = slash - 1;
+    int api = prefix == 0 ? route(s, "/", 1, host) : route(s, path, prefix, host);
+    if (api < 0 || !s->apis[api].config.is_async)
+        return -1;
+    return api;
+}
+
 /* ---- the access handler ---------------------------------------------------------------- */
 
 static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -358,6 +374,35 @@ static int is_ready(const cx_server *s)
     return atomic_load(&s->ready) && (s->shared_ready == NULL || *s->shared_ready);
 }
 
+/* Reserves one of the API's max_concurrency slots for req: 1, or 0 when they are all taken. */
+static int take_slot(cx_server *s, api_state *a, cx_request *req)
+{
+    /* reserve a slot first so two racing requests cannot both take the last one */
+    if (atomic_fetch_add(&a->in_flight, 1) >= a->config.max_concurrency) {
+        atomic_fetch_sub(&a->in_flight, 1);
+        return 0;
+    }
+    req->counted_in_flight = 1;
+    cx_metrics_gauge_add(builtin_in_flight(a), 1);
+    atomic_fetch_add(&s->in_flight, 1);
+    return 1;
+}
+
+/* AsyncAPI GET <endpoint>/<id>: counted like a prediction, answered by a worker. */
+static enum MHD_Result accept_status(cx_server *s, struct MHD_Connection *conn, cx_request *req, int api)
+{
+    req->api = api;
+    if (!atomic_load(&s->ready))
+        return send_json_error(s, conn, req, MHD_HTTP_SERVICE_UNAVAILABLE, "the api is not ready yet");
+    if (!take_slot(s, &s->apis[api], req))
+        return send_json_error(s, conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
+                               "too many requests in flight: try again later");
+    req->job = CX_JOB_STATUS;
+    cx_buf_init(&req->body, s->max_body);
+    req->stage = STAGE_RECEIVING;
+    return MHD_YES;
+}
+
 static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_request *req,
                                   const char *url, const char *method)
 {
@@ -380,6 +425,8 @@ static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_
 
     const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
     int api = route(s, url, len, host);
+    if (api < 0 && is_get && (api = route_status(s, url, len, host)) >= 0)
+        return accept_status(s, conn, req, api);
     if (api < 0) {
         if (len > 1 && url[len - 1] == '/' && route(s, url, len - 1, host) >= 0)
             return redirect_without_slash(s, conn, req, url, len);
@@ -405,15 +452,9 @@ static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_
         snprintf(message, sizeof message, "request body too large: the limit is %zu bytes", s->max_body);
         return send_json_error(s, conn, req, MHD_HTTP_CONTENT_TOO_LARGE, message);
     }
-    /* reserve a slot first so two racing requests cannot both take the last one */
-    if (atomic_fetch_add(&a->in_flight, 1) >= a->config.max_concurrency) {
-        atomic_fetch_sub(&a->in_flight, 1);
+    if (!take_slot(s, a, req))
         return send_json_error(s, conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
                                "too many requests in flight: try again later");
-    }
-    req->counted_in_flight = 1;
-    cx_metrics_gauge_add(builtin_in_flight(a), 1);
-    atomic_fetch_add(&s->in_flight, 1);
 
     const char *content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (content_type != NULL && (req->content_type = strdup(content_type)) == NULL)
@@ -433,7 +474,8 @@ static enum MHD_Result dispatch(cx_server *s, struct MHD_Connection *conn, cx_re
         && MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_kv, &req->query) < 0)
         return MHD_NO;
     req->connection = conn;
-    req->job = CX_JOB_PREDICT;
+    if (req->job != CX_JOB_STATUS)
+        req->job = CX_JOB_PREDICT;
     req->stage = STAGE_QUEUED;
     req->queued = cx_monotonic_seconds();
     /* suspend before a worker can see it, so its resume can never come first */
@@ -1048,6 +1090,34 @@ void cx_server_release(cx_server *s, cx_request *req)
 {
     (void)s;
     cx_request_free(req);
+}
+
+int cx_server_enqueue_call(cx_server *s, void *state)
+{
+    cx_request *req = cx_request_new();
+    if (req == NULL)
+        return -1;
+    req->job = CX_JOB_CALL;
+    req->post_state = state;
+    pthread_mutex_lock(&s->lock);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->lock);
+        req->post_state = NULL;
+        cx_request_free(req);
+        return -1;
+    }
+    req->next = NULL;
+    if (s->queue_tail)
+        s->queue_tail->next = req;
+    else
+        s->queue_head = req;
+    s->queue_tail = req;
+    atomic_fetch_add(&s->queued_jobs, 1);
+    /* not from the I/O thread: wake a worker here rather than at the end of its round */
+    if (s->idle_workers > 0)
+        pthread_cond_signal(&s->work_ready);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
 }
 
 void cx_server_begin_drain(cx_server *s, double grace_s)

@@ -21,6 +21,7 @@ typedef struct {
     unsigned max_concurrency;
     unsigned wants; /* CX_WANT_* : what the worker needs copied out of the connection */
     int log_slot;   /* the API's log slot (log.h), for its access lines */
+    int is_async;   /* AsyncAPI: GET <endpoint>/<id> is a CX_JOB_STATUS for the workers */
 } cx_api_config;
 
 typedef struct {
@@ -58,8 +59,11 @@ size_t cx_server_take_batch(cx_server *server, int api, cx_request **out, size_t
 void cx_server_complete(cx_server *server, cx_request *req, int defer_wake);
 /* 1 when jobs are waiting for a worker (a hint: read without the lock). */
 int cx_server_has_queued(cx_server *server);
-/* A post-predict job is done (post_state cleared): free it. */
+/* A post-predict or call job is done (post_state cleared): free it. */
 void cx_server_release(cx_server *server, cx_request *req);
+/* Queues a CX_JOB_CALL carrying state (opaque here; the bridge runs and owns it) for the
+ * next free worker.  0; -1 once the workers are stopping (or out of memory): not queued. */
+int cx_server_enqueue_call(cx_server *server, void *state);
 
 /* Stops accepting new connections; in-flight requests go on for up to grace_s seconds,
  * after which cx_server_next() reports CX_NEXT_STOP regardless.  Idempotent. */

@@ -37,6 +37,7 @@ static int server_traverse(CxServerObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     for (Py_ssize_t i = 0; i < self->n_apis && self->handlers; i++) {
         Py_VISIT(self->handlers[i].predict);
+        Py_VISIT(self->handlers[i].status);
         Py_VISIT(self->handlers[i].post_predict);
     }
     return 0;
@@ -67,7 +68,9 @@ static int get_item(PyObject *dict, const char *key, PyObject **out)
 
 /* Server(host, port, max_body_size, idle_timeout, access_log, apis): binds and starts.
  * apis: list of dicts with name, endpoint, get_body (bytes), max_concurrency,
- * predict_args (names), post_predict_args (names or None). */
+ * predict_args (names), post_predict_args (names or None); optional: log_slot,
+ * max_batch_size, batch_interval, async (AsyncAPI: its predict_args may name the internal
+ * "body" and "content_type", and GET <endpoint>/<id> goes to set_async_handler's status). */
 static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host", "port", "max_body_size", "idle_timeout", "access_log", "apis",
@@ -125,6 +128,13 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         c->log_slot = h->log_slot;
         if (cx_handler_set_args(h, predict_args, 0) < 0)
             goto error;
+        PyObject *is_async = PyDict_GetItemString(entry, "async");
+        if (is_async && (c->is_async = PyObject_IsTrue(is_async)) < 0)
+            goto error;
+        if (!c->is_async && (h->needs & CX_INTERNAL_ARGS)) {
+            PyErr_SetString(PyExc_ValueError, "only an async api's handler takes body or content_type");
+            goto error;
+        }
         if (post_args != Py_None && cx_handler_set_args(h, post_args, 1) < 0)
             goto error;
         PyObject *batch_size = PyDict_GetItemString(entry, "max_batch_size");
@@ -191,6 +201,47 @@ static PyObject *server_set_handler(CxServerObject *self, PyObject *args)
     Py_XSETREF(h->predict, Py_NewRef(predict));
     Py_XSETREF(h->post_predict, post_predict == Py_None ? NULL : Py_NewRef(post_predict));
     Py_RETURN_NONE;
+}
+
+/* set_async_handler(index, submit, status): an AsyncAPI's POST calls submit with its
+ * predict_args; GET <endpoint>/<id> calls status(id).  Both return what predict would. */
+static PyObject *server_set_async_handler(CxServerObject *self, PyObject *args)
+{
+    Py_ssize_t index;
+    PyObject *submit, *status;
+    if (!PyArg_ParseTuple(args, "nOO", &index, &submit, &status))
+        return NULL;
+    if (index < 0 || index >= self->n_apis) {
+        PyErr_SetString(PyExc_IndexError, "no api at that index");
+        return NULL;
+    }
+    if (!PyCallable_Check(submit) || !PyCallable_Check(status)) {
+        PyErr_SetString(PyExc_TypeError, "submit and status must be callable");
+        return NULL;
+    }
+    cx_handler *h = &self->handlers[index];
+    Py_XSETREF(h->predict, Py_NewRef(submit));
+    Py_XSETREF(h->status, Py_NewRef(status));
+    Py_RETURN_NONE;
+}
+
+/* call_soon(callable) -> bool: the next free work() thread calls callable() (what it
+ * raises is logged).  False, and nothing queued, once the workers are stopping. */
+static PyObject *server_call_soon(CxServerObject *self, PyObject *callable)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    if (!PyCallable_Check(callable)) {
+        PyErr_SetString(PyExc_TypeError, "call_soon needs a callable");
+        return NULL;
+    }
+    Py_INCREF(callable); /* the queued job owns this reference; bridge.c drops it */
+    /* the server lock is never held by a thread that waits for the GIL: safe to take here */
+    if (cx_server_enqueue_call(self->server, callable) != 0) {
+        Py_DECREF(callable);
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
 }
 
 static PyObject *server_set_ready(CxServerObject *self, PyObject *arg)
@@ -281,6 +332,10 @@ static PyObject *server_get_port(CxServerObject *self, void *Py_UNUSED(closure))
 static PyMethodDef server_methods[] = {
     {"set_handler", (PyCFunction)server_set_handler, METH_VARARGS,
      "set_handler(index, predict, post_predict=None): route API `index` to these callables."},
+    {"set_async_handler", (PyCFunction)server_set_async_handler, METH_VARARGS,
+     "set_async_handler(index, submit, status): an AsyncAPI's POST and GET <endpoint>/<id>."},
+    {"call_soon", (PyCFunction)server_call_soon, METH_O,
+     "call_soon(callable) -> bool: run callable() on the next free work() thread."},
     {"set_ready", (PyCFunction)server_set_ready, METH_O, "set_ready(flag): /healthz and predictions open."},
     {"set_shared_ready", (PyCFunction)server_set_shared_ready, METH_O,
      "set_shared_ready(buffer): also require byte 0 of a shared buffer to be set."},
