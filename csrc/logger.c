@@ -94,44 +94,44 @@ done:
     return rc;
 }
 
-PyObject *cx_logger_emit(PyObject *module, PyObject *record)
+/* Cortex dropped lines over 5 MB rather than flood the log pipeline */
+#define MAX_LINE (5 * 1024 * 1024)
+
+/* Formats record and writes it (when enabled, or always when filtered is 0). */
+static PyObject *emit(PyObject *module, PyObject *record, int filtered)
 {
     cx_module_state *st = cx_state_from_module(module);
-    PyObject *levelno = PyObject_GetAttr(record, st->str_levelno);
-    if (levelno == NULL)
-        return NULL;
-    long level = PyLong_AsLong(levelno);
-    Py_DECREF(levelno);
-    if (level == -1 && PyErr_Occurred())
-        return NULL;
-    if (!cx_log_enabled(-1, (int)level))
-        Py_RETURN_NONE;
+    if (filtered) {
+        PyObject *levelno = PyObject_GetAttr(record, st->str_levelno);
+        if (levelno == NULL)
+            return NULL;
+        long level = PyLong_AsLong(levelno);
+        Py_DECREF(levelno);
+        if (level == -1 && PyErr_Occurred())
+            return NULL;
+        if (!cx_log_enabled(-1, (int)level))
+            Py_RETURN_NONE;
+    }
     cx_buf line;
     cx_buf_init(&line, 0);
     if (format_record(st, record, &line) < 0) {
         cx_buf_free(&line);
         return NULL;
     }
-    /* Cortex dropped lines over 5 MB rather than flood the log pipeline */
-    if (line.len <= 5 * 1024 * 1024) {
+    if (line.len <= MAX_LINE)
         cx_bridge_write_log(&line);
-    }
     cx_buf_free(&line);
     Py_RETURN_NONE;
 }
 
+PyObject *cx_logger_emit(PyObject *module, PyObject *record)
+{
+    return emit(module, record, 1);
+}
+
 PyObject *cx_logger_emit_unfiltered(PyObject *module, PyObject *record)
 {
-    cx_module_state *st = cx_state_from_module(module);
-    cx_buf line;
-    cx_buf_init(&line, 0);
-    if (format_record(st, record, &line) < 0) {
-        cx_buf_free(&line);
-        return NULL;
-    }
-    cx_bridge_write_log(&line);
-    cx_buf_free(&line);
-    Py_RETURN_NONE;
+    return emit(module, record, 0);
 }
 
 PyObject *cx_logger_format(PyObject *module, PyObject *record)
