@@ -464,6 +464,21 @@ static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_
     return MHD_YES;
 }
 
+/* Appends a job for the workers; the I/O loop wakes one when this round of events ends. */
+static void enqueue(cx_server *s, cx_request *req)
+{
+    pthread_mutex_lock(&s->lock);
+    req->next = NULL;
+    if (s->queue_tail)
+        s->queue_tail->next = req;
+    else
+        s->queue_head = req;
+    s->queue_tail = req;
+    atomic_fetch_add(&s->queued_jobs, 1);
+    pthread_mutex_unlock(&s->lock);
+    atomic_store(&s->wake_pending, 1);
+}
+
 static enum MHD_Result dispatch(cx_server *s, struct MHD_Connection *conn, cx_request *req)
 {
     unsigned wants = s->apis[req->api].config.wants;
@@ -480,17 +495,8 @@ static enum MHD_Result dispatch(cx_server *s, struct MHD_Connection *conn, cx_re
     req->queued = cx_monotonic_seconds();
     /* suspend before a worker can see it, so its resume can never come first */
     MHD_suspend_connection(conn);
-    pthread_mutex_lock(&s->lock);
-    req->next = NULL;
-    if (s->queue_tail)
-        s->queue_tail->next = req;
-    else
-        s->queue_head = req;
-    s->queue_tail = req;
-    atomic_fetch_add(&s->queued_jobs, 1);
     atomic_fetch_add(&s->held_by_workers, 1);
-    pthread_mutex_unlock(&s->lock);
-    atomic_store(&s->wake_pending, 1); /* the I/O loop wakes a worker when this round ends */
+    enqueue(s, req);
     return MHD_YES;
 }
 
@@ -675,17 +681,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         }
     }
     if (req->post_state != NULL) {
-        pthread_mutex_lock(&s->lock);
         req->job = CX_JOB_POST_PREDICT;
-        req->next = NULL;
-        if (s->queue_tail)
-            s->queue_tail->next = req;
-        else
-            s->queue_head = req;
-        s->queue_tail = req;
-        atomic_fetch_add(&s->queued_jobs, 1);
-        pthread_mutex_unlock(&s->lock);
-        atomic_store(&s->wake_pending, 1);
+        enqueue(s, req);
         return;
     }
     cx_request_free(req);
@@ -991,16 +988,30 @@ static void deadline_from_now(struct timespec *ts, double seconds)
     ts->tv_nsec = (long)(nanos % 1000000000LL);
 }
 
-int cx_server_next(cx_server *s, cx_request **out, int timeout_ms)
+/* Whether an only_async worker may take req: an AsyncAPI's POST (submit) or status GET. */
+static int is_async_job(const cx_server *s, const cx_request *req)
+{
+    return (req->job == CX_JOB_PREDICT || req->job == CX_JOB_STATUS) && req->api >= 0
+           && s->apis[req->api].config.is_async;
+}
+
+int cx_server_next(cx_server *s, cx_request **out, int timeout_ms, int only_async)
 {
     *out = NULL;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        if (s->queue_head) {
-            cx_request *req = s->queue_head;
-            s->queue_head = req->next;
-            if (s->queue_head == NULL)
-                s->queue_tail = NULL;
+        cx_request *prev = NULL, *req = s->queue_head;
+        while (only_async && req && !is_async_job(s, req)) {
+            prev = req;
+            req = req->next;
+        }
+        if (req) {
+            if (prev)
+                prev->next = req->next;
+            else
+                s->queue_head = req->next;
+            if (s->queue_tail == req)
+                s->queue_tail = prev;
             req->next = NULL;
             atomic_fetch_sub(&s->queued_jobs, 1);
             pthread_mutex_unlock(&s->lock);
@@ -1026,7 +1037,7 @@ int cx_server_next(cx_server *s, cx_request **out, int timeout_ms)
         s->idle_workers++;
         int rc = pthread_cond_timedwait(&s->work_ready, &s->lock, &ts);
         s->idle_workers--;
-        if (rc == ETIMEDOUT && s->queue_head == NULL) {
+        if (rc == ETIMEDOUT && (s->queue_head == NULL || only_async)) {
             pthread_mutex_unlock(&s->lock);
             return CX_NEXT_TIMEOUT;
         }
@@ -1113,9 +1124,10 @@ int cx_server_enqueue_call(cx_server *s, void *state)
         s->queue_head = req;
     s->queue_tail = req;
     atomic_fetch_add(&s->queued_jobs, 1);
-    /* not from the I/O thread: wake a worker here rather than at the end of its round */
+    /* not from the I/O thread: wake the workers here rather than at the end of a round (all
+     * of them: an only_async one cannot take this job) */
     if (s->idle_workers > 0)
-        pthread_cond_signal(&s->work_ready);
+        pthread_cond_broadcast(&s->work_ready);
     pthread_mutex_unlock(&s->lock);
     return 0;
 }
