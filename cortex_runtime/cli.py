@@ -54,6 +54,13 @@ def build_parser():
                        help="how long in-flight requests may finish after SIGTERM (default 30)")
     serve.add_argument("--state-dir", metavar="DIR", help="where AsyncAPI workloads are stored")
     serve.add_argument("--async-backend", metavar="URL", help="AsyncAPI store, e.g. redis://host:6379/0")
+    serve.add_argument("--async-max-queue", type=_positive_int, default=10000, metavar="N",
+                       help="AsyncAPI workloads waiting at most (default 10000); a POST beyond it gets 503")
+    serve.add_argument("--async-result-ttl", type=float, default=7 * 24 * 3600, metavar="SECONDS",
+                       help="how long AsyncAPI results and statuses are kept (default 7 days; 0 = forever)")
+    serve.add_argument("--async-fsync", choices=["full", "normal"], default="full",
+                       help="SQLite store: fsync every accepted workload (full, default) or only at "
+                            "checkpoints (normal: survives a crash of serve, not of the machine)")
     serve.add_argument("--tfs-address", metavar="HOST:PORT", help="TensorFlow Serving to send tensorflow_client calls to")
 
     validate = commands.add_parser("validate", help="load the config and predictor classes, report every problem, exit 0/1")

@@ -10,7 +10,7 @@ import uuid
 import shutil
 from http import HTTPStatus
 
-from . import _core, log
+from . import _core, asyncapi, log
 from .config import ApiValidator, Project, find_config, load_project, read_yaml
 from .errors import StartupError
 from .log import logger
@@ -31,6 +31,7 @@ class Prepared:
         self.project = project
         self.staged_root = staged_root
         self.classes = classes
+        self.tensorflow_clients = {}  # API index -> tensorflow_client, built in this process
 
     def cleanup(self):
         shutil.rmtree(os.path.dirname(self.staged_root), ignore_errors=True)
@@ -38,10 +39,8 @@ class Prepared:
 
 def _unsupported(project):
     for api in project.apis:
-        if api.kind != "RealtimeAPI":
-            raise StartupError(f'{os.path.basename(project.config_file)}: api "{api.name}": kind: '
-                               f'{api.kind} is not supported by this version yet')
-        if api.predictor_type != "python":
+        asyncapi.check(os.path.basename(project.config_file), api)
+        if api.predictor_type not in ("python", "tensorflow"):
             raise StartupError(f'{os.path.basename(project.config_file)}: api "{api.name}": predictor.type: '
                                f'{api.predictor_type} is not supported by this version yet')
 
@@ -90,14 +89,40 @@ def prepare(path, api_names=None, overrides=None, log_level=None) -> Prepared:
     return Prepared(project, staged_root, classes)
 
 
+def load_models(prepared, tfs_address=None):
+    """Builds the tensorflow_client of every tensorflow API not built yet in this process
+    (its models loaded, or TensorFlow Serving at tfs_address reached); TensorFlow is only
+    imported here."""
+    for index, api in enumerate(prepared.project.apis):
+        if api.predictor_type == "tensorflow" and index not in prepared.tensorflow_clients:
+            from .tensorflow import make_client
+            previous = _core.set_current_api(index)
+            try:
+                prepared.tensorflow_clients[index] = make_client(api, prepared.project.root,
+                                                                 tfs_address)
+            finally:
+                _core.set_current_api(previous)
+
+
+def _get_body(prepared, index):
+    message = dict(GET_MESSAGE)
+    client = prepared.tensorflow_clients.get(index)
+    if client is not None:
+        message["model_metadata"] = client.metadata
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
 def build_predictors(prepared, on_built=None):
     """Runs every API's __init__ on this thread; on_built(index, instance) after each."""
     metrics_client = MetricsClient()
+    load_models(prepared)
     instances = []
     for index, (api, cls) in enumerate(zip(prepared.project.apis, prepared.classes)):
         previous = _core.set_current_api(index)
         try:
-            instance = instantiate(api, cls, metrics_client)
+            client = prepared.tensorflow_clients.get(index)
+            instance = instantiate(api, cls, metrics_client,
+                                   client and {"tensorflow_client": client})
         finally:
             _core.set_current_api(previous)
         instances.append(instance)
@@ -137,22 +162,25 @@ def _serve_prepared(prepared, args) -> int:
 def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=None) -> int:
     """One serving process: the only one, or a worker (then on_ready replaces the announcement)."""
     project = prepared.project
-    get_body = json.dumps(GET_MESSAGE, separators=(",", ":")).encode()
+    load_models(prepared, getattr(args, "tfs_address", None))  # GET shows model_metadata
     api_entries = [{
         "name": api.name,
         "endpoint": api.endpoint,
-        "get_body": get_body,
+        "get_body": _get_body(prepared, index),
         "max_concurrency": api.max_replica_concurrency,
         "predict_args": cls.predict_args,
         "post_predict_args": cls.post_predict_args,
         "max_batch_size": api.batching.max_batch_size if api.batching else None,
         "batch_interval": api.batching.batch_interval if api.batching else 0.0,
-    } for api, cls in zip(project.apis, prepared.classes)]
+    } for index, (api, cls) in enumerate(zip(project.apis, prepared.classes))]
+    async_runtime = asyncapi.AsyncRuntime(project, prepared.classes, args)  # opens the store
+    async_runtime.adjust(api_entries)
     try:
         server = _core.Server(host=args.host, port=args.port, max_body_size=args.max_body_size,
                               idle_timeout=args.idle_timeout, access_log=not args.no_access_log,
                               apis=api_entries, listen_fd=listen_fd)
     except OSError as e:
+        async_runtime.close()
         raise StartupError(str(e)) from None
     if shared_ready is not None:
         server.set_shared_ready(shared_ready)
@@ -161,16 +189,18 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
 
     def on_signal(signum, frame):
         stop_requested.set()
+        async_runtime.begin_stop()
         server.begin_drain(args.grace_period)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        build_predictors(prepared, lambda index, instance: server.set_handler(
+        instances = build_predictors(prepared, lambda index, instance: server.set_handler(
             index, instance.predict, getattr(instance, "post_predict", None)
             if prepared.classes[index].post_predict_args is not None else None))
         if stop_requested.is_set():
             return 0
+        async_runtime.start(server, instances)  # AsyncAPIs: submit/status, background claimers
         server.set_ready(True)
         if on_ready is None:
             _announce(args, server.port, project)
@@ -187,6 +217,7 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
             worker.join(timeout=args.grace_period)
         return 0
     finally:
+        async_runtime.close(args.grace_period)
         server.close()
 
 

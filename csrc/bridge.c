@@ -467,13 +467,13 @@ static void work_batch(cx_module_state *state, cx_server *server, const cx_handl
         PyMem_Free(batch);
 }
 
-PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_handler *handlers)
+PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_handler *handlers, int only_async)
 {
     for (;;) {
         cx_request *req;
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = cx_server_next(server, &req, WORKER_WAKE_MS);
+        rc = cx_server_next(server, &req, WORKER_WAKE_MS, only_async);
         Py_END_ALLOW_THREADS
         if (rc == CX_NEXT_STOP)
             break;

@@ -57,8 +57,9 @@ void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_requ
 
 /* The GIL is released only in the functions below (and taken back before they return). */
 
-/* The worker loop of Server.work(): NULL with an exception when a signal handler raised. */
-PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_handler *handlers);
+/* The worker loop of Server.work(): NULL with an exception when a signal handler raised.
+ * only_async: this thread takes AsyncAPI submit/status jobs only (cx_server_next). */
+PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_handler *handlers, int only_async);
 int cx_bridge_start_server(const cx_server_config *config, cx_server **out, char *err, size_t errlen);
 void cx_bridge_destroy_server(cx_server *server);
 int cx_bridge_wait_drained(cx_server *server, double timeout_s);

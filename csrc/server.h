@@ -47,8 +47,9 @@ void cx_server_set_shared_ready(cx_server *server, const volatile unsigned char 
 
 enum { CX_NEXT_JOB = 0, CX_NEXT_TIMEOUT = 1, CX_NEXT_STOP = 2 };
 /* Blocks (call without the GIL) up to timeout_ms for a job; CX_NEXT_STOP once the server
- * is draining and nothing is left for workers to do. */
-int cx_server_next(cx_server *server, cx_request **out, int timeout_ms);
+ * is draining and nothing is left for workers to do.  only_async: take only AsyncAPI
+ * submit and status jobs (which run no user code), leaving the rest to other workers. */
+int cx_server_next(cx_server *server, cx_request **out, int timeout_ms, int only_async);
 /* Moves up to max more predict jobs of this API from the queue into out, waiting (call
  * without the GIL) until there are max of them or the monotonic deadline passes.  Returns
  * how many it took. */

@@ -276,15 +276,20 @@ static PyObject *server_set_shared_ready(CxServerObject *self, PyObject *buffer)
     Py_RETURN_NONE;
 }
 
-/* work(): serve queued requests on this thread until the server stops.  Each thread that
- * calls it is one of threads_per_process; with one, predict always runs on the caller. */
-static PyObject *server_work(CxServerObject *self, PyObject *Py_UNUSED(ignored))
+/* work(only_async=False): serve queued requests on this thread until the server stops.
+ * Each thread that calls it is one of threads_per_process; with one, predict always runs on
+ * the caller.  only_async: take only AsyncAPI submit/status jobs, which run no user code. */
+static PyObject *server_work(CxServerObject *self, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"only_async", NULL};
+    int only_async = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p", kwlist, &only_async))
+        return NULL;
     if (check_open(self) < 0)
         return NULL;
     cx_module_state *state = cx_state_from_type(Py_TYPE(self));
     Py_INCREF(self); /* close() from another thread must not free us mid-loop */
-    PyObject *result = cx_bridge_work(state, self->server, self->handlers);
+    PyObject *result = cx_bridge_work(state, self->server, self->handlers, only_async);
     Py_DECREF(self);
     return result;
 }
@@ -339,7 +344,8 @@ static PyMethodDef server_methods[] = {
     {"set_ready", (PyCFunction)server_set_ready, METH_O, "set_ready(flag): /healthz and predictions open."},
     {"set_shared_ready", (PyCFunction)server_set_shared_ready, METH_O,
      "set_shared_ready(buffer): also require byte 0 of a shared buffer to be set."},
-    {"work", (PyCFunction)server_work, METH_NOARGS, "Serve requests on this thread until stopped."},
+    {"work", (PyCFunction)(void (*)(void))server_work, METH_VARARGS | METH_KEYWORDS,
+     "work(only_async=False): serve requests on this thread until stopped."},
     {"begin_drain", (PyCFunction)server_begin_drain, METH_O,
      "begin_drain(grace): stop accepting; work() returns once nothing is in flight or after grace s."},
     {"wait_drained", (PyCFunction)server_wait_drained, METH_O,
