@@ -44,6 +44,11 @@ typedef struct open_connection {
     struct open_connection *prev, *next;
     int fd;
     atomic_int busy; /* a request is being received or answered */
+    /* I/O thread only: libmicrohttpd's timeout is per byte, so a client trickling its
+     * headers would never time out; these give the headers a deadline of their own */
+    double waiting_since; /* connected, or the last response finished */
+    int headers_done;
+    int cut;
 } open_connection;
 
 typedef struct {
@@ -60,6 +65,7 @@ struct cx_server {
     int listen_fd;
     unsigned port;
     size_t max_body;
+    unsigned idle_timeout;
     int access_log;
     long pid;
     size_t n_apis;
@@ -500,6 +506,19 @@ static enum MHD_Result dispatch(cx_server *s, struct MHD_Connection *conn, cx_re
     return MHD_YES;
 }
 
+static open_connection *connection_entry(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+static void mark_headers_done(struct MHD_Connection *conn)
+{
+    open_connection *c = connection_entry(conn);
+    if (c)
+        c->headers_done = 1;
+}
+
 static int has_body(struct MHD_Connection *conn)
 {
     const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -519,6 +538,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_NO; /* the URI callback could not allocate: drop the connection */
     switch (req->stage) {
     case STAGE_NEW:
+        mark_headers_done(conn);
         /* libmicrohttpd closes the connection after a response queued on the first call, so
          * bodiless requests are answered on the second to keep their connection alive.
          * Requests with a body are decided now: a 413 or 503 must not read it first. */
@@ -559,11 +579,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
 }
 
-static open_connection *connection_entry(struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    return info ? info->socket_context : NULL;
-}
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
@@ -576,6 +591,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         if (c == NULL || info == NULL)
             return;
         c->fd = info->connect_fd;
+        c->waiting_since = cx_monotonic_seconds();
         pthread_mutex_lock(&s->lock);
         c->next = s->connections;
         if (c->next)
@@ -657,8 +673,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     cx_server *s = cls;
     open_connection *c = connection_entry(conn);
-    if (c)
+    if (c) {
         atomic_store(&c->busy, 0);
+        c->waiting_since = cx_monotonic_seconds();
+        c->headers_done = 0;
+    }
     cx_request *req = *con_cls;
     *con_cls = NULL;
     if (req == NULL)
@@ -739,10 +758,29 @@ static void wait_for_events(cx_server *s)
     }
 }
 
+/* Cuts connections whose request headers did not arrive within the idle timeout. */
+static void cut_stalled_headers(cx_server *s, double now)
+{
+    pthread_mutex_lock(&s->lock);
+    for (open_connection *c = s->connections; c; c = c->next) {
+        if (!c->headers_done && !c->cut && now - c->waiting_since > s->idle_timeout) {
+            shutdown(c->fd, SHUT_RDWR);
+            c->cut = 1;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void *io_loop(void *arg)
 {
     cx_server *s = arg;
+    double next_sweep = 0;
     while (!atomic_load(&s->io_stop)) {
+        double now = cx_monotonic_seconds();
+        if (now >= next_sweep) {
+            cut_stalled_headers(s, now);
+            next_sweep = now + 0.5;
+        }
         wait_for_events(s);
         MHD_run(s->daemon);
         if (atomic_exchange(&s->wake_pending, 0))
@@ -901,6 +939,7 @@ int cx_server_start(const cx_server_config *config, cx_server **out, char *err, 
     s->wake_fd = -1;
     s->io_epoll = -1;
     s->max_body = config->max_body;
+    s->idle_timeout = config->idle_timeout;
     s->access_log = config->access_log;
     s->pid = (long)getpid();
     if (copy_apis(s, config) != 0) {
