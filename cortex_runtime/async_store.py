@@ -18,6 +18,7 @@ Guarantees both backends give (at-least-once, nothing lost):
 Ids reaching a store are already checked against ID_PATTERN by the caller (asyncapi.py);
 the stores never build file names from them.
 """
+import fcntl
 import os
 import re
 import socket
@@ -132,9 +133,13 @@ class SqliteStore:
         self.synchronous = {"full": "FULL", "normal": "NORMAL"}[fsync]
         try:
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
-            conn = self._connect()
-            with conn:
-                conn.executescript(SCHEMA)
+            # worker processes start together: one at a time switches to WAL and creates tables
+            with open(os.path.join(state_dir, "workloads.lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                conn = self._connect()
+                conn.execute("PRAGMA journal_mode=WAL")  # kept in the file: once is enough
+                with conn:
+                    conn.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as e:
             raise StartupError(f"--state-dir {state_dir}: cannot open the workload database: {e}") from None
         self._local = threading.local()
@@ -150,7 +155,6 @@ class SqliteStore:
 
     def _connect(self):
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
 

@@ -257,3 +257,31 @@ def test_several_threads_run_workloads_concurrently(async_project, serve, state_
     release.touch()
     for workload_id in ids:
         wait_status(server, workload_id, {"completed"})
+
+
+def test_sigterm_lets_the_running_workload_finish_and_leaves_the_queue_for_later(
+        async_project, serve, state_dir, tmp_path):
+    path = async_project()
+    server = serve(path, "--state-dir", state_dir)
+    release = tmp_path / "release"
+    running = submit(server, json={"wait": str(release)})
+    queued = submit(server, json={"n": 2})
+    wait_status(server, running, {"in_progress"})
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # the drain has begun; the running predict holds the process
+    assert server.proc.poll() is None
+    release.touch()
+    assert server.proc.wait(timeout=30) == 0
+    restarted = serve(path, "--state-dir", state_dir)
+    assert restarted.get(f"/job/{running}").json()["status"] == "completed"
+    assert predict_count(restarted, running) == 0
+    assert wait_status(restarted, queued, {"completed"})["result"]["payload"] == {"n": 2}
+
+
+def test_worker_processes_share_the_sqlite_store(async_project, serve, state_dir):
+    server = serve(async_project(), "--state-dir", state_dir, "--processes", "2", "--no-access-log")
+    ids = [server.post("/job", json={"n": i}, headers={"Connection": "close"}).json()["id"] for i in range(40)]
+    for i, workload_id in enumerate(ids):
+        assert wait_status(server, workload_id, {"completed"})["result"]["payload"] == {"n": i}
+    counts = [predict_count(server, workload_id) for workload_id in ids]
+    assert counts == [1] * 40

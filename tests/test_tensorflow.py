@@ -598,3 +598,10 @@ def test_remote_backend_unreachable_or_unknown_model_is_a_startup_error(models, 
             tfs_remote.RemoteBackend("127.0.0.1:1", mapping)
     finally:
         tfs_remote.CONNECT_TIMEOUT = old
+
+
+def test_float32_outputs_are_their_shortest_text_for_large_arrays_too():
+    rng = np.random.RandomState(0)
+    values = (rng.randn(4000) * 10.0 ** rng.randint(-44, 38, 4000)).astype(np.float32)
+    values[:4] = [0.1, 0.0, 3.4e38, 1e-45]
+    assert tfc.to_list(values) == [float(text) for text in values.astype(str)]
