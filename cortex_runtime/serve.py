@@ -175,6 +175,10 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
     } for index, (api, cls) in enumerate(zip(project.apis, prepared.classes))]
     async_runtime = asyncapi.AsyncRuntime(project, prepared.classes, args)  # opens the store
     async_runtime.adjust(api_entries)
+    is_worker = listen_fd >= 0
+    # a worker joins the shared socket only once its __init__ is done, so no request ever
+    # meets it unready while the others could have answered
+    early_instances = build_predictors(prepared) if is_worker else None
     try:
         server = _core.Server(host=args.host, port=args.port, max_body_size=args.max_body_size,
                               idle_timeout=args.idle_timeout, access_log=not args.no_access_log,
@@ -195,9 +199,17 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        instances = build_predictors(prepared, lambda index, instance: server.set_handler(
-            index, instance.predict, getattr(instance, "post_predict", None)
-            if prepared.classes[index].post_predict_args is not None else None))
+        def route(index, instance):
+            post_predict = (getattr(instance, "post_predict", None)
+                            if prepared.classes[index].post_predict_args is not None else None)
+            server.set_handler(index, instance.predict, post_predict)
+
+        if early_instances is None:
+            instances = build_predictors(prepared, route)
+        else:
+            instances = early_instances
+            for index, instance in enumerate(instances):
+                route(index, instance)
         if stop_requested.is_set():
             return 0
         async_runtime.start(server, instances)  # AsyncAPIs: submit/status, background claimers
