@@ -112,6 +112,14 @@ def _get_body(prepared, index):
     return json.dumps(message, separators=(",", ":")).encode()
 
 
+def _refresh_get_body(server, prepared, index):
+    """GET's model_metadata follows the versions the poller found."""
+    try:
+        server.set_get_body(index, _get_body(prepared, index))
+    except RuntimeError:
+        pass  # the server closed while the poller ran
+
+
 def build_predictors(prepared, on_built=None):
     """Runs every API's __init__ on this thread; on_built(index, instance) after each."""
     metrics_client = MetricsClient()
@@ -129,6 +137,28 @@ def build_predictors(prepared, on_built=None):
         if on_built:
             on_built(index, instance)
     return instances
+
+
+def server_entries(prepared):
+    """The C server's API entries (AsyncRuntime.adjust changes those of AsyncAPIs); the
+    tensorflow clients are built first (load_models), so GET shows their model_metadata."""
+    return [{
+        "name": api.name,
+        "endpoint": api.endpoint,
+        "get_body": _get_body(prepared, index),
+        "max_concurrency": api.max_replica_concurrency,
+        "predict_args": cls.predict_args,
+        "post_predict_args": cls.post_predict_args,
+        "max_batch_size": api.batching.max_batch_size if api.batching else None,
+        "batch_interval": api.batching.batch_interval if api.batching else 0.0,
+    } for index, (api, cls) in enumerate(zip(prepared.project.apis, prepared.classes))]
+
+
+def set_handler(server, prepared, index, instance):
+    """Routes API index of server to its predictor instance (post_predict when it has one)."""
+    post_predict = (getattr(instance, "post_predict", None)
+                    if prepared.classes[index].post_predict_args is not None else None)
+    server.set_handler(index, instance.predict, post_predict)
 
 
 def serve(args) -> int:
@@ -163,16 +193,7 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
     """One serving process: the only one, or a worker (then on_ready replaces the announcement)."""
     project = prepared.project
     load_models(prepared, getattr(args, "tfs_address", None))  # GET shows model_metadata
-    api_entries = [{
-        "name": api.name,
-        "endpoint": api.endpoint,
-        "get_body": _get_body(prepared, index),
-        "max_concurrency": api.max_replica_concurrency,
-        "predict_args": cls.predict_args,
-        "post_predict_args": cls.post_predict_args,
-        "max_batch_size": api.batching.max_batch_size if api.batching else None,
-        "batch_interval": api.batching.batch_interval if api.batching else 0.0,
-    } for index, (api, cls) in enumerate(zip(project.apis, prepared.classes))]
+    api_entries = server_entries(prepared)
     async_runtime = asyncapi.AsyncRuntime(project, prepared.classes, args)  # opens the store
     async_runtime.adjust(api_entries)
     is_worker = listen_fd >= 0
@@ -188,6 +209,8 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
         raise StartupError(str(e)) from None
     if shared_ready is not None:
         server.set_shared_ready(shared_ready)
+    for index, client in prepared.tensorflow_clients.items():
+        client.on_change(lambda index=index: _refresh_get_body(server, prepared, index))
 
     stop_requested = threading.Event()
 
@@ -200,9 +223,7 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
     signal.signal(signal.SIGINT, on_signal)
     try:
         def route(index, instance):
-            post_predict = (getattr(instance, "post_predict", None)
-                            if prepared.classes[index].post_predict_args is not None else None)
-            server.set_handler(index, instance.predict, post_predict)
+            set_handler(server, prepared, index, instance)
 
         if early_instances is None:
             instances = build_predictors(prepared, route)

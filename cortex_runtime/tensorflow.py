@@ -246,6 +246,10 @@ def first_line(error):
     return text.splitlines()[0]
 
 
+def _versions_of(table):
+    return {name: sorted(versions) for name, versions in table.items()}
+
+
 class LocalBackend:
     """SavedModels loaded in this process.  The table of loaded versions is replaced whole
     by the polling thread when versions come or go, so predict reads it without a lock."""
@@ -257,6 +261,7 @@ class LocalBackend:
         self._table = {}     # name -> {version: LocalVersion}
         self._warned = set() # version folders whose loading failed (warned once)
         self._table = self._scan(startup=True)
+        self._listeners = []  # called (on the polling thread) when versions came or went
         self._stop = threading.Event()
         self._poller = None
         if models.poll_interval and models.poll_interval > 0:
@@ -322,9 +327,16 @@ class LocalBackend:
     def _poll(self):
         while not self._stop.wait(self.models.poll_interval):
             try:
+                before = _versions_of(self._table)
                 self._table = self._scan()
+                if _versions_of(self._table) != before:
+                    for listener in list(self._listeners):
+                        listener()
             except Exception as e:  # the next poll tries again
                 logger.warning(f"looking for new model versions failed: {first_line(e)}")
+
+    def on_change(self, listener):
+        self._listeners.append(listener)
 
     def close(self):
         self._stop.set()
@@ -564,6 +576,12 @@ class TensorFlowClient:
     def metadata(self) -> dict:
         """model name-version -> disk_path, signature_key, input_signatures, timestamp."""
         return self._backend.metadata()
+
+    def on_change(self, listener):
+        """listener() runs whenever the loaded versions change (models polled from disk)."""
+        register = getattr(self._backend, "on_change", None)
+        if register is not None:  # a remote TensorFlow Serving is not polled here
+            register(listener)
 
 
 def _version(model_version):

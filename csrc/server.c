@@ -441,9 +441,14 @@ static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_
     req->api = api;
     api_state *a = &s->apis[api];
 
-    if (is_get)
-        return send_response(s, conn, req, MHD_HTTP_OK, GET_CONTENT_TYPE, a->config.get_body,
-                             a->config.get_body_len, MHD_RESPMEM_PERSISTENT);
+    if (is_get) {
+        /* copied under the lock: set_get_body may replace it from another thread */
+        pthread_mutex_lock(&s->lock);
+        enum MHD_Result ret = send_response(s, conn, req, MHD_HTTP_OK, GET_CONTENT_TYPE, a->config.get_body,
+                                            a->config.get_body_len, MHD_RESPMEM_MUST_COPY);
+        pthread_mutex_unlock(&s->lock);
+        return ret;
+    }
     if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0)
         return send_response(s, conn, req, MHD_HTTP_NO_CONTENT, NULL, "", 0, MHD_RESPMEM_PERSISTENT);
     if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
@@ -999,6 +1004,24 @@ error:
 unsigned cx_server_port(const cx_server *s)
 {
     return s->port;
+}
+
+int cx_server_set_get_body(cx_server *s, size_t api, const char *body, size_t len)
+{
+    if (api >= s->n_apis)
+        return -1;
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, body, len);
+    copy[len] = '\0';
+    pthread_mutex_lock(&s->lock);
+    char *old = (char *)s->apis[api].config.get_body;
+    s->apis[api].config.get_body = copy;
+    s->apis[api].config.get_body_len = len;
+    pthread_mutex_unlock(&s->lock);
+    free(old);
+    return 0;
 }
 
 void cx_server_set_ready(cx_server *s, int ready)

@@ -38,6 +38,9 @@ typedef struct {
 /* Binds and starts the server threads; copies the config.  0, or -1 with err filled. */
 int cx_server_start(const cx_server_config *config, cx_server **out, char *err, size_t errlen);
 unsigned cx_server_port(const cx_server *server);
+/* Replaces what GET on an API answers (TensorFlow's model_metadata changes when model
+ * versions come and go).  Copies body.  0, or -1 (no such API, out of memory). */
+int cx_server_set_get_body(cx_server *server, size_t api, const char *body, size_t len);
 /* /healthz and predictions answer 503 until ready. */
 void cx_server_set_ready(cx_server *server, int ready);
 /* With worker processes: a flag in memory shared by all of them, set by the supervisor

@@ -244,6 +244,23 @@ static PyObject *server_call_soon(CxServerObject *self, PyObject *callable)
     Py_RETURN_TRUE;
 }
 
+/* set_get_body(index, body): what GET on API `index` answers from now on. */
+static PyObject *server_set_get_body(CxServerObject *self, PyObject *args)
+{
+    Py_ssize_t index;
+    const char *body;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "ny#", &index, &body, &len))
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    if (index < 0 || cx_server_set_get_body(self->server, (size_t)index, body, (size_t)len) != 0) {
+        PyErr_SetString(PyExc_IndexError, "no api at that index");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *server_set_ready(CxServerObject *self, PyObject *arg)
 {
     if (check_open(self) < 0)
@@ -341,6 +358,8 @@ static PyMethodDef server_methods[] = {
      "set_async_handler(index, submit, status): an AsyncAPI's POST and GET <endpoint>/<id>."},
     {"call_soon", (PyCFunction)server_call_soon, METH_O,
      "call_soon(callable) -> bool: run callable() on the next free work() thread."},
+    {"set_get_body", (PyCFunction)server_set_get_body, METH_VARARGS,
+     "set_get_body(index, body): what GET on API `index` answers from now on."},
     {"set_ready", (PyCFunction)server_set_ready, METH_O, "set_ready(flag): /healthz and predictions open."},
     {"set_shared_ready", (PyCFunction)server_set_shared_ready, METH_O,
      "set_shared_ready(buffer): also require byte 0 of a shared buffer to be set."},

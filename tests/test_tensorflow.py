@@ -396,6 +396,11 @@ def test_cortex_iris_predictor_runs_unchanged_and_sees_new_versions(serve, model
     assert server.post("/iris?version=1", json=SETOSA).text == "setosa"
     server.wait_for_log(lambda line: line.get("message", "").startswith(
         "loaded model '_cortex_default' of version '2'"))
+    # and GET's model_metadata follows
+    deadline = time.monotonic() + 20
+    while list(server.get("/iris").json()["model_metadata"]) != ["_cortex_default-1", "_cortex_default-2"]:
+        assert time.monotonic() < deadline, server.get("/iris").text
+        time.sleep(0.1)
 
 
 def paths_yaml(models, threads=1):
