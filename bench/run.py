@@ -1,15 +1,18 @@
-"""Throughput and latency of cortex_runtime against FastAPI+uvicorn, in one run.
+"""Throughput and latency of cortex_runtime against FastAPI+uvicorn and granian, in one run.
 
     python bench/run.py [--duration 10] [--connections 1,16,64] [--runtime-only]
+                        [--no-fastapi] [--no-granian] [--chart bench/results.png]
 
-Both servers run the same predictor (bench/trivial/predictor.py) pinned to CPU 0;
+All servers run the same predictor (bench/trivial/predictor.py) pinned to CPU 0;
 wrk runs pinned to CPU 1, so the load generator never takes cycles from the
 server it measures. Machines like the ones this runs on are noisy from one
-minute to the next, so what to read is the ratio between the two servers,
+minute to the next, so what to read is the ratio between the servers,
 measured point by point in the same run, not the absolute numbers.
 
 Needs Linux, `taskset` and `wrk` on PATH, cortex_runtime installed in this
-interpreter and, unless --runtime-only, the packages in bench/requirements.txt.
+interpreter and, for each peer not skipped, the packages in bench/requirements.txt
+(fastapi + uvicorn for the reference, granian for the second peer, matplotlib
+for --chart).
 """
 import argparse
 import importlib.util
@@ -49,6 +52,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def peers(args):
+    """Which servers this run starts, in the order they are loaded and tabled.
+
+    Accepts the Namespace of parse_args or a smaller one (bench/metrics.py passes
+    only runtime_only and reference_only)."""
+    if getattr(args, "reference_only", False):
+        return ["reference"]
+    out = ["runtime"]
+    if not getattr(args, "runtime_only", False):
+        if not getattr(args, "no_fastapi", False):
+            out.append("reference")
+        if not getattr(args, "no_granian", False):
+            out.append("granian")
+    return out
+
+
 def check_tools(args):
     for tool in ("taskset", "wrk"):
         if shutil.which(tool) is None:
@@ -56,7 +75,8 @@ def check_tools(args):
                              f"{'util-linux' if tool == 'taskset' else 'wrk'})")
     if (os.cpu_count() or 1) < 2:
         raise BenchError("needs at least 2 CPUs: the server on CPU 0, wrk on CPU 1")
-    if not args.reference_only:
+    wanted = peers(args)
+    if "runtime" in wanted:
         # A subprocess, from a directory without a cortex_runtime/ in it, so what is
         # checked is the installed package, the one `-m cortex_runtime` will run.
         probe = subprocess.run([sys.executable, "-c", "import cortex_runtime._core"],
@@ -65,12 +85,18 @@ def check_tools(args):
             last = (probe.stderr.strip().splitlines() or ["?"])[-1]
             raise BenchError(f"cortex_runtime is not importable with {sys.executable} ({last}): "
                              f"pip install -e . (or use --reference-only)")
-    if not args.runtime_only:
+    if "granian" in wanted and importlib.util.find_spec("granian") is None:
+        raise BenchError(f"the granian peer needs granian, missing from {sys.executable}: "
+                         f"pip install -r bench/requirements.txt (or use --no-granian)")
+    if getattr(args, "chart", None) and importlib.util.find_spec("matplotlib") is None:
+        raise BenchError(f"--chart needs matplotlib, missing from {sys.executable}: "
+                         f"pip install -r bench/requirements.txt")
+    if "reference" in wanted:
         missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
         if missing:
             raise BenchError(f"the reference server needs {', '.join(missing)}, missing from "
                              f"{sys.executable}: pip install -r bench/requirements.txt "
-                             f"(or use --runtime-only)")
+                             f"(or use --no-fastapi)")
         slow = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is None]
         if slow:
             print(f"warning: {', '.join(slow)} missing: the reference falls back to "
@@ -115,7 +141,8 @@ class Server:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and record.get("message") in ("listening", "reference"):
+            if isinstance(record, dict) and record.get("message") in ("listening", "reference",
+                                                                       "granian"):
                 self.info.update(record)
                 if record["message"] == "listening":
                     self.listening.set()
@@ -203,19 +230,63 @@ def fmt(x, digits):
     return "—" if x is None else f"{x:,.{digits}f}"
 
 
+NAMES = {"runtime": "cortex_runtime", "reference": "FastAPI+uvicorn", "granian": "granian"}
+RATIO_HEADS = {"reference": "runtime ÷ FastAPI", "granian": "runtime ÷ granian"}
+
+
 def table(rows):
-    head = ("| connections | cortex_runtime req/s | p50 ms | p99 ms "
-            "| FastAPI+uvicorn req/s | p50 ms | p99 ms | ratio |")
-    lines = [head, "|" + "---:|" * 8]
-    for n, rt, ref in rows:
-        ratio = rt["rps"] / ref["rps"] if rt and ref else None
+    """rows: [(connections, {key: parse_wrk result or None})], keys as in peers()."""
+    keys = [k for k in NAMES if any(got.get(k) for _, got in rows)]
+    ratios = [k for k in RATIO_HEADS if "runtime" in keys and k in keys]
+    head = ["connections"]
+    for k in keys:
+        head += [f"{NAMES[k]} req/s", "p50 ms", "p99 ms"]
+    head += [RATIO_HEADS[k] for k in ratios]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for n, got in rows:
         cells = [str(n)]
-        for res in (rt, ref):
+        for k in keys:
+            res = got.get(k)
             cells += [fmt(res and res["rps"], 0), fmt(res and res["p50_ms"], 2),
                       fmt(res and res["p99_ms"], 2)]
-        cells.append("—" if ratio is None else f"{ratio:.2f}×")
+        for k in ratios:
+            rt, peer = got.get("runtime"), got.get(k)
+            cells.append(f"{rt['rps'] / peer['rps']:.2f}×" if rt and peer else "—")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def chart(rows, path, subtitle=""):
+    """requests/s and p99 per server against connections, two panels, one small PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in NAMES if any(got.get(k) for _, got in rows)]
+    conns = [n for n, _ in rows]
+    fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=90)
+    width = 0.8 / max(len(keys), 1)
+    colors = {"runtime": "#1f77b4", "reference": "#ff7f0e", "granian": "#2ca02c"}
+    for i, k in enumerate(keys):
+        xs = [j + (i - (len(keys) - 1) / 2) * width for j in range(len(conns))]
+        rps = [got[k]["rps"] if got.get(k) else 0 for _, got in rows]
+        p99 = [got[k]["p99_ms"] if got.get(k) else 0 for _, got in rows]
+        ax_rps.bar(xs, rps, width, label=NAMES[k], color=colors[k])
+        ax_p99.bar(xs, p99, width, label=NAMES[k], color=colors[k])
+    for ax, title, unit in ((ax_rps, "requests/s (higher is better)", "req/s"),
+                            (ax_p99, "p99 latency (lower is better)", "ms")):
+        ax.set_xticks(range(len(conns)), [str(n) for n in conns])
+        ax.set_xlabel("connections")
+        ax.set_ylabel(unit)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    ax_rps.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax_rps.legend(fontsize=8)
+    fig.suptitle("trivial JSON predictor, one process on one core" +
+                 (f"\n{subtitle}" if subtitle else ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def describe_machine():
@@ -241,9 +312,15 @@ def parse_args(argv):
                    help="comma-separated connection counts (default 1,16,64)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--runtime-only", action="store_true",
-                       help="skip the FastAPI+uvicorn reference (no fastapi needed)")
+                       help="skip both peers, FastAPI+uvicorn and granian (neither needed)")
     which.add_argument("--reference-only", action="store_true",
-                       help="skip cortex_runtime (to check the reference on its own)")
+                       help="skip cortex_runtime and granian (to check the reference on its own)")
+    p.add_argument("--no-fastapi", action="store_true",
+                   help="skip the FastAPI+uvicorn reference (no fastapi needed)")
+    p.add_argument("--no-granian", action="store_true",
+                   help="skip the granian peer (no granian needed)")
+    p.add_argument("--chart", metavar="PNG",
+                   help="also write a chart of req/s and p99 per server (needs matplotlib)")
     args = p.parse_args(argv)
     try:
         args.connections = [int(c) for c in args.connections.split(",") if c.strip()]
@@ -261,19 +338,26 @@ def main(argv=None):
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    wanted = peers(args)
     servers = {}
-    if not args.reference_only:
+    if "runtime" in wanted:
         port = free_port()
         servers["runtime"] = Server(
             "cortex_runtime",
             [sys.executable, "-m", "cortex_runtime", "serve", PROJECT, "--port", str(port),
              "--no-access-log"],
             f"http://127.0.0.1:{port}/trivial")
-    if not args.runtime_only:
+    if "reference" in wanted:
         port = free_port()
         servers["reference"] = Server(
             "FastAPI+uvicorn",
             [sys.executable, os.path.join(HERE, "reference_fastapi.py"), "--port", str(port)],
+            f"http://127.0.0.1:{port}/trivial")
+    if "granian" in wanted:
+        port = free_port()
+        servers["granian"] = Server(
+            "granian",
+            [sys.executable, os.path.join(HERE, "granian_app.py"), "--port", str(port)],
             f"http://127.0.0.1:{port}/trivial")
 
     raw = []
@@ -287,6 +371,10 @@ def main(argv=None):
         if "reference" in servers:
             info = servers["reference"].info
             print(f"# reference: loop={info.get('loop', '?')} http={info.get('http', '?')}")
+        if "granian" in servers:
+            info = servers["granian"].info
+            print(f"# granian {info.get('version', '?')}: ASGI, 1 worker, 1 runtime thread, "
+                  f"loop={info.get('loop', '?')}")
         print(f"# {args.duration} s per point; servers on CPU {SERVER_CPU}, wrk on CPU {WRK_CPU}",
               flush=True)
         # Alternating servers point by point spreads any drift of the machine over
@@ -303,7 +391,7 @@ def main(argv=None):
                 print(f"  {s.name:16} c={n:<4} {got[key]['rps']:>10,.0f} req/s  "
                       f"p50 {got[key]['p50_ms']:.2f} ms  p99 {got[key]['p99_ms']:.2f} ms"
                       + (f"  ERRORS: {', '.join(err)}" if err else ""), flush=True)
-            rows.append((n, got.get("runtime"), got.get("reference")))
+            rows.append((n, got))
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -315,7 +403,7 @@ def main(argv=None):
 
     print()
     print(table(rows))
-    if any(r and r["errors"] for _, *pair in rows for r in pair):
+    if any(r and r["errors"] for _, got in rows for r in got.values()):
         print("\nwarning: some points had errors (see above); their numbers are not comparable",
               file=sys.stderr)
     os.makedirs(RESULTS, exist_ok=True)
@@ -323,6 +411,9 @@ def main(argv=None):
     with open(os.path.join(RESULTS, f"{stamp}.md"), "w") as f:
         f.write(f"# {describe_machine()}\n\n{table(rows)}\n\n" + "\n".join(raw))
     print(f"\nraw wrk output: {os.path.relpath(os.path.join(RESULTS, stamp + '.md'))}")
+    if args.chart:
+        chart(rows, args.chart, f"{describe_machine()}, {args.duration} s per point")
+        print(f"chart: {args.chart} ({os.path.getsize(args.chart) / 1024:.0f} KiB)")
     return 0
 
 

@@ -101,6 +101,7 @@ class _AsyncApi:
         self.threads = api.threads
         self.predict_args = predictor_class.predict_args
         self.predict = None
+        self.log_slot = index  # the entry's "log_slot" when it has one (see adjust)
 
 
 class AsyncRuntime:
@@ -136,6 +137,7 @@ class AsyncRuntime:
     def adjust(self, api_entries):
         """The C server's entries of AsyncAPIs: POST goes to submit with the raw body."""
         for entry in self.apis:
+            entry.log_slot = api_entries[entry.index].get("log_slot", entry.index)
             api_entries[entry.index].update(
                 {"async": True, "predict_args": SUBMIT_ARGS, "post_predict_args": None,
                  "max_batch_size": None})
@@ -215,7 +217,7 @@ class AsyncRuntime:
                            extra={"api": entry.name, "requeued": n})
 
     def _claimer(self, entry):
-        _core.set_current_api(entry.index)
+        _core.set_current_api(entry.log_slot)
         owner = self.store.owner_token()
         interval = self.store.recover_interval  # re-queue orphans, drop expired results
         next_maintenance = time.monotonic() + interval
@@ -293,12 +295,12 @@ class AsyncRuntime:
             except Exception as e:
                 captured["error"] = e
 
-        previous = _core.set_current_api(entry.index)
+        previous = _core.set_current_api(entry.log_slot)
         try:
             code, _, body = _core.call_predictor(
                 predict=call, arg_names=entry.predict_args, content_type=workload.content_type,
                 body=workload.body, request_id=workload.id)
-            _core.set_current_api(entry.index)  # call_predictor leaves no API current
+            _core.set_current_api(entry.log_slot)  # call_predictor leaves no API current
             extra = {"request_id": workload.id}
             if "error" in captured:
                 error = captured["error"]

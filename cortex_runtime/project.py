@@ -196,19 +196,30 @@ def translate_bracket(segment: str, start: int):
         i += 1
     members = []
     first = True
+
+    def member(i):  # the (possibly escaped) character at segment[i], and the index after it
+        if segment[i] == "\\" and i + 1 < len(segment):
+            return segment[i + 1], i + 2
+        return segment[i], i + 1
+
     while i < len(segment):
         char = segment[i]
         if char == "]" and not first:
+            # Classes never match the path separator, negated or not; an empty one (only
+            # reversed ranges) matches nothing, or, negated, any one character.
+            if not members:
+                return ("[^/]" if negated else "(?!)"), i + 1
             body = "".join(members)
-            # Classes never match the path separator, negated or not.
             return ("(?!/)[^" if negated else "(?!/)[") + body + "]", i + 1
-        if char == "\\" and i + 1 < len(segment):
-            members.append(re.escape(segment[i + 1]))
-            i += 2
-        else:
-            members.append(char if char == "-" else re.escape(char))
-            i += 1
+        low, i = member(i)
         first = False
+        if i + 1 < len(segment) and segment[i] == "-" and segment[i + 1] != "]":
+            high, i = member(i + 1)
+            # as in git's wildmatch, a reversed range matches nothing (re would reject it)
+            if low <= high:
+                members.append(re.escape(low) + "-" + re.escape(high))
+        else:
+            members.append(re.escape(low))
     # git's wildmatch gives up on an unclosed class: the pattern matches nothing.
     return "(?!)", len(segment)
 

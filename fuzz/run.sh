@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses into fuzz/build/ and runs them.
 #
-#   fuzz/run.sh SECONDS [json_decode|content_type|all]     (default: all, SECONDS each)
+#   fuzz/run.sh SECONDS [json_decode|content_type|ignore|form|all]   (default: all, SECONDS each)
 #
-# Needs clang with libFuzzer (Debian: apt-get install clang) and the Python the project
-# builds against (PYTHON, default .venv/bin/python, else python3).  Seeds: every file of
+# json_decode, content_type: C harnesses.  Need clang with libFuzzer (Debian: apt-get install
+# clang) and the Python the project builds against (PYTHON, default .venv/bin/python, else
+# python3).  ignore, form: atheris harnesses of the Python-side parsers (the .cortexignore
+# matcher, the form decoder), run by PYTHON, which needs atheris (pip install atheris).  Seeds: every file of
 # ../shared/testdata/json-test-suite/test_parsing (when present) plus a few built in.
 # Exits non-zero on any crash, sanitizer report, leak or timeout; the crashing input is
 # left in fuzz/build/artifacts/.
 set -euo pipefail
 
-seconds=${1:?usage: fuzz/run.sh SECONDS [json_decode|content_type|all]}
+seconds=${1:?usage: fuzz/run.sh SECONDS [json_decode|content_type|ignore|form|all]}
 which_target=${2:-all}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -54,6 +56,38 @@ build_content_type() {
     printf '\x03\x04text/plain; =; ; c=; charset' > "$c/seed-5"
 }
 
+seed_ignore() {
+    local c=$build/corpus/ignore
+    mkdir -p "$c"
+    # layout (see fuzz/atheris_ignore.py): flags byte, pattern lines, the path on the last line
+    printf '\x00# comment\n*.pyc\n!keep.pyc\nbuild/\n/docs/**/*.md\n[a-c]?x\n\\#lit\\ \nsrc/build/x.pyc' > "$c/seed-1"
+    printf '\x01**/node_modules\n[!0-9]*.log\na/**/b\n\\!bang\n[]x]\n[z-a]\nnode_modules' > "$c/seed-2"
+    printf '\x00dir/\n!dir/keep\n*.tmp  \n[\\]-a]\ndir/keep' > "$c/seed-3"
+}
+
+seed_form() {
+    local c=$build/corpus/form
+    mkdir -p "$c"
+    # layout (see fuzz/atheris_form.py): selector, boundary length, boundary, body ({B}: boundary)
+    printf '\x00\x03xyz--{B}\r\nContent-Disposition: form-data; name="a"\r\n\r\nhello\r\n--{B}\r\nContent-Disposition: form-data; name="f"; filename="f.bin"\r\nContent-Type: application/octet-stream\r\n\r\n\x00\x01\xff\r\n--{B}--\r\n' > "$c/seed-1"
+    printf '\x01\x05a b;c--{B}\r\nContent-Disposition: form-data; name*=utf-8\x27\x27caf%%C3%%A9\r\nContent-Type: text/plain; charset=latin-1\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n--{B}--' > "$c/seed-2"
+    printf '\x03\x00a=1&b=%%C3%%A9&c&d=x+y&&e=%%zz' > "$c/seed-3"
+    printf '\x04\x2amultipart/form-data; boundary="q"; charset=utf-8--q\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--q--' > "$c/seed-4"
+}
+
+run_atheris() { # name, extra args...: the harness fuzz/atheris_NAME.py under PYTHON
+    local name=$1
+    shift
+    if ! "$PYTHON" -c 'import atheris' 2>/dev/null; then
+        echo "$PYTHON has no atheris: $PYTHON -m pip install atheris" >&2
+        return 2
+    fi
+    echo "== $name: ${seconds}s"
+    PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH} "$PYTHON" "$here/atheris_$name.py" "$build/corpus/$name" \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
+        -artifact_prefix="$build/artifacts/$name-" -print_final_stats=1 "$@"
+}
+
 run_one() { # name, dict, extra args...
     local name=$1 dict=$2
     shift 2
@@ -70,11 +104,17 @@ run_one() { # name, dict, extra args...
 case $which_target in
 json_decode)  build_json; run_one json_decode json.dict -max_len=65536 ;;
 content_type) build_content_type; run_one content_type content_type.dict -max_len=512 ;;
+ignore)       seed_ignore; run_atheris ignore -max_len=4096 ;;
+form)         seed_form; run_atheris form -max_len=16384 ;;
 all)
     build_json
     build_content_type
+    seed_ignore
+    seed_form
     run_one json_decode json.dict -max_len=65536
     run_one content_type content_type.dict -max_len=512
+    run_atheris ignore -max_len=4096
+    run_atheris form -max_len=16384
     ;;
 *) echo "unknown target: $which_target" >&2; exit 2 ;;
 esac
