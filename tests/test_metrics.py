@@ -366,3 +366,12 @@ class PythonPredictor:
         assert value(samples, "cortex_status_code", api_name="echo", response_code="2XX") == 200
         assert value(samples, "cortex_in_flight_requests", api_name="echo") == 0
         assert histogram(samples, "cortex_latency", api_name="echo")[2] == 200
+
+
+def test_metrics_client_type_is_importable_from_the_package():
+    from cortex_runtime import metrics, metrics_client
+    client = metrics_client.MetricsClient()
+    assert metrics_client.MetricsClient is metrics.MetricsClient
+    client.increment("importable_total")  # a working client, not a stub
+    with pytest.raises(ValueError):
+        client.increment("cortex_not_allowed")
