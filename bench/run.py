@@ -217,9 +217,9 @@ def parse_wrk(text):
     return out
 
 
-def wrk(url, connections, duration):
+def wrk(url, connections, duration, lua=LUA):
     argv = ["taskset", "-c", WRK_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
-            "--latency", "-s", LUA, url]
+            "--latency", "-s", lua, url]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     if done.returncode != 0:
         raise BenchError(f"wrk exited with {done.returncode}:\n{done.stdout}{done.stderr}")
@@ -281,7 +281,7 @@ def chart(rows, path, subtitle=""):
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     ax_rps.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax_rps.legend(fontsize=8)
+    ax_rps.legend(fontsize=8, loc="upper left")
     fig.suptitle("trivial JSON predictor, one process on one core" +
                  (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     fig.tight_layout()
@@ -412,7 +412,8 @@ def main(argv=None):
         f.write(f"# {describe_machine()}\n\n{table(rows)}\n\n" + "\n".join(raw))
     print(f"\nraw wrk output: {os.path.relpath(os.path.join(RESULTS, stamp + '.md'))}")
     if args.chart:
-        chart(rows, args.chart, f"{describe_machine()}, {args.duration} s per point")
+        machine = describe_machine().split(" Copyright")[0].split(" [")[0]
+        chart(rows, args.chart, f"{machine}, {args.duration} s per point")
         print(f"chart: {args.chart} ({os.path.getsize(args.chart) / 1024:.0f} KiB)")
     return 0
 

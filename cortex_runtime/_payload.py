@@ -15,9 +15,19 @@ def decode_form(body: bytes, content_type: str) -> dict:
 
 
 def _decode_multipart(body: bytes, content_type: str) -> dict:
+    try:
+        return _multipart_fields(body, content_type)
+    except ValueError:
+        raise
+    except Exception as e:  # the stdlib email parser fails on some malformed headers (IndexError)
+        raise ValueError(f"multipart body could not be parsed: {type(e).__name__}: {e}") from None
+
+
+def _multipart_fields(body: bytes, content_type: str) -> dict:
     # imported here: the email package costs ~10 ms, and most APIs never see a form
     from email.parser import BytesParser
     from email.policy import HTTP
+    from email.utils import collapse_rfc2231_value
 
     if "boundary=" not in content_type.lower():
         raise ValueError("multipart/form-data without a boundary")
@@ -30,6 +40,7 @@ def _decode_multipart(body: bytes, content_type: str) -> dict:
         name = part.get_param("name", header="content-disposition")
         if name is None:
             raise ValueError("a multipart part has no field name")
+        name = collapse_rfc2231_value(name)  # name*=... can come back as (charset, lang, value)
         data = part.get_payload(decode=True) or b""
         if part.get_filename() is not None:
             fields[name] = data

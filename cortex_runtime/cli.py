@@ -29,6 +29,16 @@ def _positive_int(text):
     return value
 
 
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number, at least 0")
+    return value
+
+
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
@@ -52,6 +62,8 @@ def build_parser():
                        help="close idle or stalled connections after this long (default 60)")
     serve.add_argument("--grace-period", type=float, default=30.0, metavar="SECONDS",
                        help="how long in-flight requests may finish after SIGTERM (default 30)")
+    serve.add_argument("--startup-timeout", type=_seconds, default=300.0, metavar="SECONDS",
+                       help="exit with an error when a predictor's __init__ runs longer (default 300; 0 = no limit)")
     serve.add_argument("--state-dir", metavar="DIR", help="where AsyncAPI workloads are stored")
     serve.add_argument("--async-backend", metavar="URL", help="AsyncAPI store, e.g. redis://host:6379/0")
     serve.add_argument("--async-max-queue", type=_positive_int, default=10000, metavar="N",

@@ -128,7 +128,7 @@ def parse_ignore_rule(line: str):
     # A slash at the start or in the middle anchors the pattern to the root; otherwise it
     # matches a name at any depth.
     anchored = "/" in line
-    line = line.lstrip("/")
+    line = line[1:] if line.startswith("/") else line  # git drops one leading slash only
     regex = ("" if anchored else "(?:.*/)?") + translate_glob(line)
     return re.compile(regex, re.DOTALL), negated, directories_only
 
@@ -205,19 +205,16 @@ def translate_bracket(segment: str, start: int):
     while i < len(segment):
         char = segment[i]
         if char == "]" and not first:
-            # Classes never match the path separator, negated or not; an empty one (only
-            # reversed ranges) matches nothing, or, negated, any one character.
-            if not members:
-                return ("[^/]" if negated else "(?!)"), i + 1
+            # Classes never match the path separator, negated or not.
             body = "".join(members)
             return ("(?!/)[^" if negated else "(?!/)[") + body + "]", i + 1
         low, i = member(i)
         first = False
         if i + 1 < len(segment) and segment[i] == "-" and segment[i + 1] != "]":
             high, i = member(i + 1)
-            # as in git's wildmatch, a reversed range matches nothing (re would reject it)
-            if low <= high:
-                members.append(re.escape(low) + "-" + re.escape(high))
+            # git's wildmatch has already compared the start, so a reversed range matches
+            # only that one character (re would reject it)
+            members.append(re.escape(low) + ("-" + re.escape(high) if low < high else ""))
         else:
             members.append(re.escape(low))
     # git's wildmatch gives up on an unclosed class: the pattern matches nothing.

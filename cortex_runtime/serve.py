@@ -89,14 +89,14 @@ def prepare(path, api_names=None, overrides=None, log_level=None) -> Prepared:
     return Prepared(project, staged_root, classes)
 
 
-def load_models(prepared, tfs_address=None):
+def load_models(prepared, tfs_address=None, log_slots=None):
     """Builds the tensorflow_client of every tensorflow API not built yet in this process
     (its models loaded, or TensorFlow Serving at tfs_address reached); TensorFlow is only
-    imported here."""
+    imported here.  log_slots: each API's log slot (default: its index)."""
     for index, api in enumerate(prepared.project.apis):
         if api.predictor_type == "tensorflow" and index not in prepared.tensorflow_clients:
             from .tensorflow import make_client
-            previous = _core.set_current_api(index)
+            previous = _core.set_current_api(log_slots[index] if log_slots else index)
             try:
                 prepared.tensorflow_clients[index] = make_client(api, prepared.project.root,
                                                                  tfs_address)
@@ -120,18 +120,40 @@ def _refresh_get_body(server, prepared, index):
         pass  # the server closed while the poller ran
 
 
-def build_predictors(prepared, on_built=None):
-    """Runs every API's __init__ on this thread; on_built(index, instance) after each."""
+def _startup_watchdog(seconds, what, on_timeout=None):
+    """Ends the process with one error line unless the returned event is set within seconds
+    (None: no limit). Arbitrary user code can't be interrupted safely, so it exits; a
+    worker's supervisor handles a worker that exits."""
+    done = threading.Event()
+    if seconds:
+        def watch():
+            if not done.wait(seconds):
+                # os.write: the hung thread may hold sys.stderr's lock
+                os.write(2, f"error: {what}: did not finish within {seconds:g} s: start-up timeout\n"
+                         .encode(errors="replace"))
+                if on_timeout is not None:
+                    on_timeout()
+                os._exit(1)
+        threading.Thread(target=watch, name="cortex-startup-watchdog", daemon=True).start()
+    return done
+
+
+def build_predictors(prepared, on_built=None, startup_timeout=None, on_timeout=None):
+    """Runs every API's __init__ on this thread; on_built(index, instance) after each.
+    startup_timeout: seconds each __init__ may take before the process exits (None, 0: none),
+    after on_timeout()."""
     metrics_client = MetricsClient()
     load_models(prepared)
     instances = []
     for index, (api, cls) in enumerate(zip(prepared.project.apis, prepared.classes)):
         previous = _core.set_current_api(index)
+        finished = _startup_watchdog(startup_timeout, f"{api.predictor_path}: __init__", on_timeout)
         try:
             client = prepared.tensorflow_clients.get(index)
             instance = instantiate(api, cls, metrics_client,
                                    client and {"tensorflow_client": client})
         finally:
+            finished.set()
             _core.set_current_api(previous)
         instances.append(instance)
         if on_built:
@@ -199,7 +221,8 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
     is_worker = listen_fd >= 0
     # a worker joins the shared socket only once its __init__ is done, so no request ever
     # meets it unready while the others could have answered
-    early_instances = build_predictors(prepared) if is_worker else None
+    early_instances = (build_predictors(prepared, startup_timeout=getattr(args, "startup_timeout", None))
+                       if is_worker else None)
     try:
         server = _core.Server(host=args.host, port=args.port, max_body_size=args.max_body_size,
                               idle_timeout=args.idle_timeout, access_log=not args.no_access_log,
@@ -226,7 +249,8 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
             set_handler(server, prepared, index, instance)
 
         if early_instances is None:
-            instances = build_predictors(prepared, route)
+            instances = build_predictors(prepared, route, getattr(args, "startup_timeout", None),
+                                         prepared.cleanup)  # the only process: remove the staged copy
         else:
             instances = early_instances
             for index, instance in enumerate(instances):

@@ -12,6 +12,11 @@ predictor, runs every API's `__init__` and then `server.work()`: with `threads_p
 `processes_per_replica`) the project runs as a `python -m cortex_runtime serve` subprocess
 instead, behind the same client API (see _SubprocessServer).
 
+Same code as `serve`.  The server thread goes through serve.py's helpers (load_models for
+tensorflow APIs, server_entries, set_handler) and asyncapi.AsyncRuntime for AsyncAPIs
+(adjust, start; begin_stop and close at stop), with this start's log slots in the entries.
+An AsyncAPI project gets a temporary --state-dir per start unless state_dir= is given.
+
 Logs.  Every API gets its own log slot (C routes a slot's lines, predictor logs and access
 lines, to one file descriptor) pointed at an anonymous temporary file; `api.logs()` parses it.
 
@@ -37,7 +42,8 @@ import threading
 import time
 import urllib.parse
 
-from . import _core, log
+from . import _core, asyncapi, log
+from . import serve as _serve
 from ._payload import Headers
 from .config import load_project
 from .errors import StartupError
@@ -52,8 +58,8 @@ DEFAULT_TIMEOUT = 60.0      # seconds, for one HTTP request of the client
 GRACE_PERIOD = 10.0         # seconds in-flight requests get at stop()
 ACCESS_LINE_WAIT = 2.0      # seconds logs() waits for the access line of a request it sent
 SUBPROCESS_STARTUP_TIMEOUT = 300.0
+ASYNC_WAIT = 10.0           # seconds Api.wait() waits for a workload by default
 HOST = "127.0.0.1"
-_GET_BODY = b'{"message":"make a prediction by sending a post request to this endpoint with a json payload"}'
 
 
 class StartupFailed(Exception):
@@ -338,6 +344,12 @@ class Api:
         """The staged project directory the predictor sees (None in a subprocess)."""
         return self._server.staged_root
 
+    @property
+    def state_dir(self):
+        """The --state-dir AsyncAPI workloads are stored under (None without AsyncAPIs or
+        with a Redis backend): a temporary one removed at stop, unless state_dir= was given."""
+        return self._server.state_dir
+
     def __getitem__(self, name):
         if name not in self._server.endpoints:
             known = ", ".join(f'"{n}"' for n in self._server.endpoints)
@@ -386,6 +398,52 @@ class Api:
 
     def options(self, path="", **kwargs) -> HttpResponse:
         return self.request("OPTIONS", path, **kwargs)
+
+    # -- AsyncAPI ---------------------------------------------------------------------------
+    def _async_view(self, what):
+        if self.name is None:
+            names = ", ".join(f'api["{n}"]' for n in self.names)
+            raise TypeError(f"{what}: several APIs run here: use one of {names}")
+
+    def submit(self, *, json=_NOTHING, data=None, headers=None, timeout=DEFAULT_TIMEOUT) -> str:
+        """POSTs one AsyncAPI workload; returns its id.  Raises AssertionError unless it was
+        accepted (200 with an id)."""
+        self._async_view("submit()")
+        response = self.post(json=json, data=data, headers=headers, timeout=timeout)
+        try:
+            workload_id = response.json()["id"] if response.status_code == 200 else None
+        except (ValueError, KeyError, TypeError):
+            workload_id = None
+        if not isinstance(workload_id, str):
+            raise AssertionError(f"the workload was not accepted: {response.status_code} "
+                                 f"{response.text[:500]}")
+        return workload_id
+
+    def status(self, workload_id, timeout=DEFAULT_TIMEOUT) -> dict:
+        """GET <endpoint>/<id> as a dict ({"id", "status"[, "result", "timestamp"]}).  Raises
+        KeyError for an unknown id (404), AssertionError for any other failure."""
+        self._async_view("status()")
+        response = self.get(urllib.parse.quote(str(workload_id), safe=""), timeout=timeout)
+        if response.status_code == 404:
+            raise KeyError(f"no workload with id {workload_id!r}")
+        if response.status_code != 200:
+            raise AssertionError(f"GET of workload {workload_id}: {response.status_code} "
+                                 f"{response.text[:500]}")
+        return response.json()
+
+    def wait(self, workload_id, timeout=ASYNC_WAIT, interval=0.01) -> dict:
+        """Polls the workload until it is "completed" or "failed" and returns that status dict;
+        raises TimeoutError (with the last status) after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.status(workload_id)
+            if found.get("status") in ("completed", "failed"):
+                return found
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"workload {workload_id} still {found.get('status')} "
+                                   f"after {timeout:g}s")
+            time.sleep(interval)
+            interval = min(interval * 2, 0.2)
 
     # -- logs and metrics -------------------------------------------------------------------
     def logs(self) -> list:
@@ -449,39 +507,86 @@ def _load(path, api, config, processes, threads, log_level):
             raise TypeError("config= must be a mapping (merged into predictor.config)")
         for spec in project.apis:
             spec.config = _merge_config(spec.config, config)
-    label = os.path.basename(project.config_file)
-    for spec in project.apis:
-        if spec.kind != "RealtimeAPI":
-            raise StartupError(f'{label}: api "{spec.name}": kind: {spec.kind} is not supported '
-                               "by this version yet")
-        if spec.predictor_type != "python":
-            raise StartupError(f'{label}: api "{spec.name}": predictor.type: '
-                               f"{spec.predictor_type} is not supported by this version yet")
+    _serve._unsupported(project)  # what serve refuses, with the same line
     return project
+
+
+class _Options:
+    """The `serve` flags a started project runs with (the attributes serve.py and
+    asyncapi.AsyncRuntime read from the parsed command line)."""
+
+    def __init__(self, access_log, max_body_size, idle_timeout, state_dir, async_backend,
+                 async_max_queue, async_result_ttl, async_fsync, tfs_address):
+        self.access_log = access_log
+        self.no_access_log = not access_log
+        self.max_body_size = max_body_size
+        self.idle_timeout = idle_timeout
+        self.grace_period = GRACE_PERIOD
+        self.state_dir = None if state_dir is None else os.path.join(original_cwd(),
+                                                                     os.fspath(state_dir))
+        self.async_backend = async_backend
+        self.async_max_queue = async_max_queue
+        self.async_result_ttl = async_result_ttl
+        self.async_fsync = async_fsync
+        self.tfs_address = tfs_address
+        self.own_state_dir = None  # the temporary --state-dir made for this start
+
+    def take_state_dir(self, project):
+        """An AsyncAPI project without state_dir= (nor a Redis backend) gets a fresh temporary
+        --state-dir, removed at stop: tests never share or leave workloads."""
+        if (self.state_dir is None and self.async_backend is None
+                and any(spec.kind == "AsyncAPI" for spec in project.apis)):
+            self.own_state_dir = tempfile.mkdtemp(prefix="cortex-runtime-state-")
+            self.state_dir = self.own_state_dir
+
+    def drop_state_dir(self):
+        if self.own_state_dir is not None:
+            shutil.rmtree(self.own_state_dir, ignore_errors=True)
+            self.own_state_dir = None
+
+    def serve_flags(self):
+        flags = []
+        for flag, value in (("--state-dir", self.state_dir), ("--async-backend", self.async_backend),
+                            ("--async-max-queue", self.async_max_queue),
+                            ("--async-result-ttl", self.async_result_ttl),
+                            ("--async-fsync", self.async_fsync), ("--tfs-address", self.tfs_address)):
+            if value is not None:
+                flags += [flag, str(value)]
+        return flags
 
 
 def launch(path, api=None, config=None, env=None, processes=None, threads=None, *,
            log_level=None, access_log=True, max_body_size=64 * 1024 * 1024,
-           idle_timeout=60) -> Api:
+           idle_timeout=60, state_dir=None, async_backend=None, async_max_queue=None,
+           async_result_ttl=None, async_fsync=None, tfs_address=None) -> Api:
     """Starts the project at path (a directory or config file); returns an Api to stop().
 
     api: one name (or a list) of the file's APIs; all of them by default, on one port.
     config: its top-level keys replace those of every started API's predictor.config.  env: variables set
     while it runs.  processes/threads override the file; more than one process runs
-    `python -m cortex_runtime serve` in a subprocess.  Raises StartupFailed."""
+    `python -m cortex_runtime serve` in a subprocess.  state_dir, async_backend,
+    async_max_queue, async_result_ttl, async_fsync and tfs_address are serve's --state-dir,
+    ... flags; AsyncAPIs get a temporary state_dir by default.  Raises StartupFailed."""
     __tracebackhide__ = True
     env = {str(k): str(v) for k, v in (env or {}).items()}
     path = os.path.join(original_cwd(), os.fspath(path))  # absolute paths stay as they are
+    options = _Options(access_log, max_body_size, idle_timeout, state_dir, async_backend,
+                       async_max_queue, async_result_ttl, async_fsync, tfs_address)
     try:
         project = _load(path, api, config, processes, threads, log_level)
+        options.take_state_dir(project)
         if max(spec.processes for spec in project.apis) > 1:
             server = _SubprocessServer(project, path, api, config, env, processes, threads,
-                                       log_level, access_log, max_body_size, idle_timeout)
+                                       log_level, options)
         else:
-            server = _InProcessServer(project, env, access_log, max_body_size, idle_timeout)
+            server = _InProcessServer(project, env, options)
         server.start()
     except StartupError as e:
+        options.drop_state_dir()
         raise StartupFailed(str(e)) from None
+    except BaseException:
+        options.drop_state_dir()
+        raise
     names = list(server.endpoints)
     return Api(server, names[0] if len(names) == 1 else None)
 
@@ -500,6 +605,7 @@ class _Server:
     """What both ways of running have in common: names, endpoints, logs, metrics."""
 
     staged_root = None
+    state_dir = None
 
     def __init__(self, project):
         self.project = project
@@ -551,17 +657,26 @@ class _LogFile:
         self.file.close()
 
 
+def _close_client(client):
+    """Stops a tensorflow_client's model polling (serve leaves that to the process's exit)."""
+    close = getattr(getattr(client, "_backend", None), "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
+
+
 class _InProcessServer(_Server):
     """The C server of `serve`, in this process, with one server thread (module import,
     __init__, then work()) and threads_per_process - 1 more work() threads."""
 
-    def __init__(self, project, env, access_log, max_body_size, idle_timeout):
+    def __init__(self, project, env, options):
         super().__init__(project)
         self.test_env = env
-        self.access_log = access_log
-        self.max_body_size = max_body_size
-        self.idle_timeout = idle_timeout
+        self.options = options
+        self.state_dir = options.state_dir
         self.server = None
+        self.prepared = None       # serve.Prepared: the project, staged root, classes, clients
+        self.async_runtime = None  # asyncapi.AsyncRuntime (inert without AsyncAPIs)
         self.thread = None
         self.slots = []
         self.log_files = []
@@ -648,10 +763,15 @@ class _InProcessServer(_Server):
                 self.server.stop_workers()
             for worker in extra:
                 worker.join(GRACE_PERIOD)
+            if self.async_runtime is not None:  # as serve: after the work() threads returned
+                self.async_runtime.close(GRACE_PERIOD)
 
     def _start_on_this_thread(self):
+        """What serve.py's _serve_process does before server.work(), with this start's log
+        slots: classes, tensorflow clients, the C server, AsyncAPIs, every __init__."""
         project = self.project
-        previous = _core.set_current_api(self.slots[0])
+        first_slot = self.slots[0]
+        previous = _core.set_current_api(first_slot)
         try:
             for warning in project.warnings:
                 logger.warning(warning)
@@ -664,33 +784,41 @@ class _InProcessServer(_Server):
                 classes.append(load_class(spec, self.staged_root))
             finally:
                 _core.set_current_api(previous)
-        entries = [{
-            "name": spec.name,
-            "endpoint": spec.endpoint,
-            "get_body": _GET_BODY,
-            "max_concurrency": spec.max_replica_concurrency,
-            "predict_args": cls.predict_args,
-            "post_predict_args": cls.post_predict_args,
-            "max_batch_size": spec.batching.max_batch_size if spec.batching else None,
-            "batch_interval": spec.batching.batch_interval if spec.batching else 0.0,
-            "log_slot": slot,
-        } for spec, cls, slot in zip(project.apis, classes, self.slots)]
+        prepared = self.prepared = _serve.Prepared(project, self.staged_root, classes)
+        options = self.options
+        _serve.load_models(prepared, options.tfs_address, self.slots)  # GET shows model_metadata
+        entries = _serve.server_entries(prepared)
+        for entry, slot in zip(entries, self.slots):
+            entry["log_slot"] = slot
+        previous = _core.set_current_api(first_slot)  # the store's start-up line
         try:
-            self.server = _core.Server(host=HOST, port=0, max_body_size=self.max_body_size,
-                                       idle_timeout=self.idle_timeout, access_log=self.access_log,
-                                       apis=entries)
+            self.async_runtime = asyncapi.AsyncRuntime(project, classes, options)
+        finally:
+            _core.set_current_api(previous)
+        self.async_runtime.adjust(entries)
+        try:
+            self.server = _core.Server(host=HOST, port=0, max_body_size=options.max_body_size,
+                                       idle_timeout=options.idle_timeout,
+                                       access_log=options.access_log, apis=entries)
         except OSError as e:
             raise StartupError(str(e)) from None
         self.port = self.server.port
+        for index, client in prepared.tensorflow_clients.items():  # GET follows polled versions
+            client.on_change(lambda index=index, server=self.server:
+                             _serve._refresh_get_body(server, prepared, index))
         metrics_client = MetricsClient()
+        instances = []
         for index, (spec, cls, slot) in enumerate(zip(project.apis, classes, self.slots)):
             previous = _core.set_current_api(slot)
             try:
-                instance = instantiate(spec, cls, metrics_client)
+                client = prepared.tensorflow_clients.get(index)
+                instance = instantiate(spec, cls, metrics_client,
+                                       client and {"tensorflow_client": client})
             finally:
                 _core.set_current_api(previous)
-            post = getattr(instance, "post_predict", None) if cls.post_predict_args is not None else None
-            self.server.set_handler(index, instance.predict, post)
+            instances.append(instance)
+            _serve.set_handler(self.server, prepared, index, instance)
+        self.async_runtime.start(self.server, instances)  # AsyncAPIs: submit/status, claimers
         self.server.set_ready(True)
 
     def _settle(self):
@@ -730,6 +858,8 @@ class _InProcessServer(_Server):
         if self.stopped:
             return
         problems = []
+        if self.async_runtime is not None:
+            self.async_runtime.begin_stop()
         if self.server is not None:
             self.server.begin_drain(GRACE_PERIOD)
         if self.thread is not None:
@@ -737,9 +867,13 @@ class _InProcessServer(_Server):
             if self.thread.is_alive():
                 problems.append(f"the server thread of {', '.join(self.endpoints)} did not stop "
                                 f"within {GRACE_PERIOD + 5.0:.0f}s (is a predict call stuck?)")
+        if self.prepared is not None:
+            for client in self.prepared.tensorflow_clients.values():
+                _close_client(client)
         if self.server is not None:
             self.server.close()
             self.server = None
+        self.options.drop_state_dir()
         self.final_logs = {None: self._read(None)}
         for name in self.endpoints:
             self.final_logs[name] = self._read(name)
@@ -797,13 +931,15 @@ class _SubprocessServer(_Server):
     serve` on a free port.  Its logs are its stdout, so every view's logs() shows the lines
     of all its APIs; root is None; env= and config= are passed to the child."""
 
-    def __init__(self, project, path, api, config, env, processes, threads, log_level,
-                 access_log, max_body_size, idle_timeout):
+    def __init__(self, project, path, api, config, env, processes, threads, log_level, options):
         super().__init__(project)
-        self.access_log = access_log
+        self.options = options
+        self.state_dir = options.state_dir
+        self.access_log = access_log = options.access_log
         self.args = ["serve", os.path.abspath(str(path)), "--host", HOST,
-                     "--max-body-size", str(max_body_size), "--idle-timeout", str(idle_timeout),
-                     "--grace-period", str(GRACE_PERIOD)]
+                     "--max-body-size", str(options.max_body_size),
+                     "--idle-timeout", str(options.idle_timeout),
+                     "--grace-period", str(GRACE_PERIOD), *options.serve_flags()]
         for name in self.endpoints:
             if api is not None:
                 self.args += ["--api", name]
@@ -917,6 +1053,7 @@ class _SubprocessServer(_Server):
             return
         self.final_logs = self._terminate()
         self.stopped = True
+        self.options.drop_state_dir()
 
     def _terminate(self):
         """Stops the child (SIGTERM, then SIGKILL) and closes its files; returns its logs."""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -415,3 +416,221 @@ def test_plugin_is_registered_through_the_entry_point():
     from importlib.metadata import entry_points
     names = {ep.name: ep.value for ep in entry_points(group="pytest11")}
     assert names.get("cortex_runtime") == "cortex_runtime.pytest_plugin"
+
+
+# -- AsyncAPI and tensorflow projects, in-process through serve's code ---------------------------
+
+ASYNC_YAML = """
+- name: job
+  kind: AsyncAPI
+  predictor:
+    type: python
+    path: predictor.py
+"""
+
+ASYNC_PREDICTOR = """
+import threading
+import time
+
+from cortex_internal.lib.log import logger
+
+
+class PythonPredictor:
+    def __init__(self, config):
+        self.config = config
+        self.init_thread = threading.get_ident()
+
+    def predict(self, payload, request_id):
+        logger.info("predicting", extra={"workload": request_id})
+        if payload == "not a dict":
+            return payload
+        return {"got": payload, "request_id": request_id, "config": self.config,
+                "same_thread": threading.get_ident() == self.init_thread}
+"""
+
+
+@pytest.fixture
+def job(tmp_path):
+    return make_project(tmp_path / "job", predictor=ASYNC_PREDICTOR, yaml=ASYNC_YAML)
+
+
+def test_asyncapi_project_in_an_inner_session(pytester):
+    make_project(pytester.path / "job", predictor=ASYNC_PREDICTOR, yaml=ASYNC_YAML)
+    dirs = pytester.path / "dirs.txt"
+    pytester.makepyfile(test_inner=f"""
+        import os
+        import pytest
+
+        def test_submit_and_wait(cortex_api):
+            api = cortex_api("job", config={{"k": 1}})
+            r = api.post(json={{"x": 1}})
+            assert r.status_code == 200
+            workload_id = r.json()["id"]
+            done = api.wait(workload_id, timeout=10)
+            assert done["status"] == "completed" and done["id"] == workload_id
+            assert done["result"] == {{"got": {{"x": 1}}, "request_id": workload_id,
+                                      "config": {{"k": 1}}, "same_thread": True}}
+            assert api.get("0b5b3a4e-2d25-4c43-9d1c-6c8f1f1f1f1f").status_code == 404
+            with pytest.raises(KeyError):
+                api.status("0b5b3a4e-2d25-4c43-9d1c-6c8f1f1f1f1f")
+            assert os.path.isfile(os.path.join(api.state_dir, "workloads.sqlite3"))
+            with open({str(dirs)!r}, "a") as f:
+                f.write(api.state_dir + "\\n")
+
+        def test_each_start_has_its_own_state_dir(cortex_api):
+            first, second = cortex_api("job"), cortex_api("job")
+            assert first.state_dir != second.state_dir
+            workload_id = first.submit(json=2)
+            assert first.wait(workload_id)["result"]["got"] == 2
+            assert second.get(workload_id).status_code == 404  # not in its store
+            with open({str(dirs)!r}, "a") as f:
+                f.write(first.state_dir + "\\n" + second.state_dir + "\\n")
+
+        def test_not_a_dict_fails(cortex_api):
+            api = cortex_api("job")
+            workload_id = api.submit(json="not a dict")
+            assert api.wait(workload_id) == {{"id": workload_id, "status": "failed"}}
+            assert any("user response must be json serializable dictionary, got <class 'str'>"
+                       in line["message"] for line in api.logs())
+    """)
+    threads, sockets = threading.active_count(), socket_fds()
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    assert threading.active_count() == threads and socket_fds() == sockets
+    state_dirs = dirs.read_text().split()
+    assert len(set(state_dirs)) == 3 and not any(os.path.exists(d) for d in state_dirs)
+
+
+def test_async_workload_logs_go_to_the_apis_own_slot(echo, job):
+    with start_api(echo) as realtime, start_api(job) as api:  # job's slot is not its index 0
+        assert api.post(data="hello", headers={"Content-Type": "text/plain"}).status_code == 200
+        realtime.post(json=1)
+        workload_id = api.submit(json={"a": 1}, headers={"X-Request-ID": "my-workload-1"})
+        assert workload_id == "my-workload-1"
+        assert api.wait(workload_id)["result"]["got"] == {"a": 1}
+        time.sleep(0.1)  # "workload completed" is logged just after the outcome is stored
+        lines = api.logs()
+        assert any(l["message"] == "predicting" and l.get("workload") == workload_id for l in lines)
+        assert any(l["message"] == "workload completed" and l.get("request_id") == workload_id
+                   for l in lines)
+        assert any(l["message"] == "async workloads are stored here" for l in lines)
+        assert not [l for l in realtime.logs() if "workload" in l["message"] or "workload" in l]
+
+
+def test_state_dir_option_keeps_workloads_across_starts(job, tmp_path):
+    state = tmp_path / "state"
+    with start_api(job, state_dir=state) as api:
+        assert api.state_dir == str(state)
+        workload_id = api.submit(json=7)
+        assert api.wait(workload_id)["status"] == "completed"
+    assert (state / "workloads.sqlite3").is_file()  # given: kept
+    with start_api(job, state_dir=state) as api:
+        assert api.status(workload_id)["result"]["got"] == 7
+
+
+def test_async_helpers_need_one_api_and_an_accepted_submit(tmp_path, echo):
+    two = write_project(tmp_path / "two", {"cortex.yaml": TWO_APIS, "named.py": NAMED})
+    with start_api(two) as apis:
+        with pytest.raises(TypeError, match=r'api\["alpha"\]'):
+            apis.submit(json=1)
+    with start_api(echo) as api:  # a RealtimeAPI: no {"id"}
+        with pytest.raises(AssertionError, match="not accepted"):
+            api.submit(json=1)
+
+
+def test_asyncapi_startup_errors_are_serves_lines(tmp_path):
+    batching = ASYNC_YAML + "    server_side_batching: {max_batch_size: 2, batch_interval: 1s}\n"
+    path = make_project(tmp_path / "b", predictor=ASYNC_PREDICTOR, yaml=batching)
+    with pytest.raises(StartupFailed) as caught:
+        testing.launch(path)
+    assert str(caught.value) == ('cortex.yaml: api "job": predictor.server_side_batching: '
+                                 "is not supported for kind AsyncAPI")
+    served = run_cli("serve", path, "--port", free_port(), timeout=60)
+    assert [l for l in served.stderr.splitlines() if l.startswith("error: ")] == [
+        f"error: {caught.value}"]
+
+
+def test_asyncapi_with_processes_runs_serve_with_a_temporary_state_dir(job):
+    with start_api(job, processes=2) as api:
+        state_dir = api.state_dir
+        assert os.path.isdir(state_dir)
+        workload_id = api.submit(json={"n": 3})
+        assert api.wait(workload_id, timeout=30)["result"]["got"] == {"n": 3}
+        assert os.path.isfile(os.path.join(state_dir, "workloads.sqlite3"))
+    assert not os.path.exists(state_dir)
+
+
+TF_PREDICTOR = """
+from cortex_internal.lib.log import logger
+
+
+class TensorFlowPredictor:
+    def __init__(self, tensorflow_client, config):
+        self.client = tensorflow_client
+        logger.info("tf init done")
+
+    def predict(self, payload):
+        return {"doubled": self.client.predict(payload)["doubled"]}
+"""
+
+
+@pytest.fixture(scope="module")
+def doubling_model(tmp_path_factory):
+    tf = pytest.importorskip("tensorflow")
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("TensorFlow is not run under the AddressSanitizer preload")
+
+    class Doubling(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x):
+            return {"doubled": x * 2.0}
+
+    root = tmp_path_factory.mktemp("tf-models")
+    module = Doubling()
+    tf.saved_model.save(module, str(root / "doubling" / "1"),
+                        signatures={"serving_default": module.serve})
+    return root / "doubling"
+
+
+def tf_yaml(models, kind="RealtimeAPI"):
+    return f"""
+    - name: double
+      kind: {kind}
+      predictor:
+        type: tensorflow
+        path: predictor.py
+        models:
+          path: {models}
+          poll_interval: 100ms
+    """
+
+
+def test_tensorflow_project_in_process(doubling_model, tmp_path):
+    path = make_project(tmp_path / "tf", predictor=TF_PREDICTOR, yaml=tf_yaml(doubling_model))
+    threads = threading.active_count()
+    with start_api(path) as api:
+        assert api.root is not None  # in this process
+        assert api.post(json={"x": [1.5, 2]}).json() == {"doubled": [3.0, 4.0]}
+        body = api.get().json()
+        assert body["message"].startswith("make a prediction")
+        assert body["model_metadata"]["_cortex_default-1"]["input_signatures"]["x"] == {
+            "shape": [-1], "type": "float32"}
+        assert api.post(json={"y": 1}).status_code == 500
+        assert any(l["message"] == "tf init done" for l in api.logs())
+    deadline = time.monotonic() + 5  # the model poller stops with the API
+    while threading.active_count() > threads and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert threading.active_count() == threads
+
+
+def test_tensorflow_asyncapi_in_an_inner_session(pytester, doubling_model):
+    make_project(pytester.path / "tf", predictor=TF_PREDICTOR,
+                 yaml=tf_yaml(doubling_model, kind="AsyncAPI"))
+    pytester.makepyfile(test_inner="""
+        def test_async_tensorflow(cortex_api):
+            api = cortex_api("tf")
+            done = api.wait(api.submit(json={"x": [4]}))
+            assert done["status"] == "completed" and done["result"] == {"doubled": [8.0]}
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

@@ -1,13 +1,11 @@
-"""The TensorFlow iris example through the real server, on a model built in a temporary copy
-of the project: `python -m pytest examples/tensorflow-iris`."""
+"""The TensorFlow iris example through the real server (the `cortex_api` fixture, in this
+process), on a model built in a temporary copy of the project:
+`python -m pytest examples/tensorflow-iris`."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,51 +18,30 @@ if "libasan" in os.environ.get("LD_PRELOAD", ""):
 HERE = Path(__file__).parent
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def project(tmp_path_factory):
+    """A copy of this project with its model built (models/iris/1)."""
     root = tmp_path_factory.mktemp("tensorflow-iris") / "project"
     shutil.copytree(HERE, root, ignore=shutil.ignore_patterns("models", "__pycache__"))
     subprocess.run([sys.executable, str(root / "build_model.py"), str(root / "models")],
                    check=True, capture_output=True, timeout=300)
-    port = free_port()
-    log = open(root.parent / "serve.out", "w+b")
-    proc = subprocess.Popen([sys.executable, "-m", "cortex_runtime", "serve", str(root),
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while b'"listening"' not in (root.parent / "serve.out").read_bytes():
-        assert proc.poll() is None and time.monotonic() < deadline, \
-            (root.parent / "serve.out").read_text()
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/iris-tf"
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    return root
 
 
-def post(url, payload):
-    request = urllib.request.Request(url, json.dumps(payload).encode(),
-                                     {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.read().decode()
+def test_sample_is_setosa(cortex_api, project):
+    api = cortex_api(project)
+    response = api.post(json=json.loads((HERE / "sample.json").read_text()))
+    assert response.status_code == 200 and response.text == "setosa"
 
 
-def test_sample_is_setosa(server):
-    assert post(server, json.loads((HERE / "sample.json").read_text())) == "setosa"
+def test_large_petals_are_virginica(cortex_api, project):
+    api = cortex_api(project)
+    assert api.post(json={"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1,
+                          "petal_width": 2.3}).text == "virginica"
 
 
-def test_large_petals_are_virginica(server):
-    assert post(server, {"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1,
-                         "petal_width": 2.3}) == "virginica"
-
-
-def test_get_describes_the_model(server):
-    with urllib.request.urlopen(server, timeout=30) as response:
-        body = json.loads(response.read())
+def test_get_describes_the_model(cortex_api, project):
+    api = cortex_api(project)
+    body = api.get().json()
     assert body["model_metadata"]["_cortex_default-1"]["input_signatures"]["petal_width"] == {
         "shape": [-1], "type": "float32"}

@@ -1,0 +1,92 @@
+"""Inputs the atheris harnesses (fuzz/atheris_ignore.py, fuzz/atheris_form.py) found, kept
+as plain tests: the .cortexignore matcher never raises, the form decoder raises only
+ValueError."""
+import pytest
+
+from cortex_runtime._payload import decode_form
+from cortex_runtime.project import IgnoreMatcher
+
+
+# -- .cortexignore: a reversed bracket range was handed to re as is -> re.error -------------
+
+@pytest.mark.parametrize("pattern", ["[z-a]", "[\x1f[\x83-", "[[-\\-]x", "[!z-a]", "[a-cz-a]", "[\\]-a]"])
+def test_ignore_pattern_with_a_reversed_range_does_not_raise(pattern):
+    matcher = IgnoreMatcher([pattern, "keep"])
+    for path in ["a", "z", "-", "x", "dir/b", "keep"]:
+        assert matcher.ignored(path, False) in (True, False)
+
+
+def test_reversed_range_matches_its_first_character_as_in_git():
+    # git's wildmatch compares the range's start as a literal before it sees the "-"
+    # (checked against `git check-ignore`): [z-a] matches "z" and nothing else
+    matcher = IgnoreMatcher(["[z-a]"])
+    assert matcher.ignored("z", False)
+    assert not any(matcher.ignored(p, False) for p in ["a", "m", "-"])
+    # the rest of the class still counts
+    matcher = IgnoreMatcher(["[b-ax].log"])
+    assert matcher.ignored("x.log", False)
+    assert matcher.ignored("b.log", False)
+    assert not matcher.ignored("a.log", False)
+    matcher = IgnoreMatcher(["[!z-a]"])
+    assert matcher.ignored("q", False)
+    assert not matcher.ignored("z", False)
+
+
+def test_ranges_still_match_their_members():
+    matcher = IgnoreMatcher(["file[0-9].txt", "[!a-c]x", "e[\\-]"])
+    assert matcher.ignored("file5.txt", False)
+    assert not matcher.ignored("fileA.txt", False)
+    assert matcher.ignored("dx", False)
+    assert not matcher.ignored("bx", False)
+    assert matcher.ignored("e-", False)
+
+
+def test_first_fuzz_input_for_the_matcher():
+    # roughly the harness's decoding of the first crashing input
+    lines = ["\u00db", "[\x1f[\u00a0-\u00db", "[\x1f-"]
+    assert IgnoreMatcher(lines).ignored("", True) in (True, False)
+
+
+# -- forms: the stdlib email parser raised IndexError on a malformed Content-Type ------------
+
+def test_malformed_multipart_content_type_is_a_value_error():
+    # a parameter name with no "=" after it ends the parameter list: email's get_parameter
+    # indexed past the end of the header value
+    with pytest.raises(ValueError):
+        decode_form(b'multipart/form-edatat=utf-8f"\r\nConte;n boundta-Di',
+                    'multipart/form-data; boundary="q"; chars\x04*')
+
+
+@pytest.mark.parametrize("content_type", [
+    "multipart/form-data; boundary=q; x",
+    "multipart/form-data; boundary=q; charset",
+    "multipart/form-data; boundary=q;=",
+])
+def test_multipart_content_type_edges_decode_or_raise_value_error(content_type):
+    body = b'--q\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--q--\r\n'
+    try:
+        result = decode_form(body, content_type)
+    except ValueError:
+        return
+    assert result == {"a": "1"}
+
+
+def test_rfc2231_name_without_charset_gives_a_str_key():
+    # name*=VALUE (no charset'lang' prefix): get_param returned (None, None, VALUE), and the
+    # tuple became the field's key
+    body = (b"--wyz\r\nContent-Disposition: `(; af\"a='\"q(; a=?; name*=wyz--\r\n"
+            b"\r\nv\r\n--wyz--\r\n")
+    fields = decode_form(body, "multipart/form-data; boundary=wyz")
+    assert all(isinstance(key, str) for key in fields)
+
+
+def test_rfc2231_encoded_names_decode_to_str():
+    body = (b"--q\r\nContent-Disposition: form-data; name*=x\r\n\r\n1\r\n"
+            b"--q\r\nContent-Disposition: form-data; name*=utf-8''caf%C3%A9\r\n\r\n2\r\n--q--\r\n")
+    assert decode_form(body, "multipart/form-data; boundary=q") == {"x": "1", "caf\u00e9": "2"}
+
+
+def test_only_one_leading_slash_is_dropped_as_in_git():
+    # found comparing with `git check-ignore`: "//b" left "/b", which matches no path
+    assert not IgnoreMatcher(["//b"]).ignored("b/x", False)
+    assert IgnoreMatcher(["/b"]).ignored("b/x", False)
