@@ -55,6 +55,30 @@ def _apply_levels(project, cli_level):
         log.set_api_level(index, api.log_level)
 
 
+def _enter_project(project) -> str:
+    """Stages the project's view in a temporary folder, applies the root .env and every API's
+    predictor.env, and makes the staged root the cwd and a sys.path entry (or python_path).
+    Returns the staged root; its parent folder is the caller's to remove."""
+    staging_parent = tempfile.mkdtemp(prefix="cortex-runtime-")
+    staged_root = os.path.join(staging_parent, "project")
+    try:
+        stage_project(project.root, project.config_file, staged_root)
+        dotenv = os.path.join(project.root, ".env")
+        if os.path.isfile(dotenv):
+            os.environ.update(read_dotenv(dotenv))
+    except BaseException:
+        shutil.rmtree(staging_parent, ignore_errors=True)
+        raise
+    for api in project.apis:
+        os.environ.update(api.env)
+    os.chdir(staged_root)
+    for api in reversed(project.apis):
+        entry = os.path.join(staged_root, api.python_path) if api.python_path else staged_root
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    return staged_root
+
+
 def prepare(path, api_names=None, overrides=None, log_level=None) -> Prepared:
     """Everything before the server: raises StartupError with one line on any problem."""
     project = load_project(path, api_names=api_names, overrides=overrides)
@@ -65,20 +89,7 @@ def prepare(path, api_names=None, overrides=None, log_level=None) -> Prepared:
     _unsupported(project)
     _apply_levels(project, log_level)
 
-    staging_parent = tempfile.mkdtemp(prefix="cortex-runtime-")
-    staged_root = os.path.join(staging_parent, "project")
-    stage_project(project.root, project.config_file, staged_root)
-    dotenv = os.path.join(project.root, ".env")
-    if os.path.isfile(dotenv):
-        os.environ.update(read_dotenv(dotenv))
-    for api in project.apis:
-        os.environ.update(api.env)
-    os.chdir(staged_root)
-    for api in reversed(project.apis):
-        entry = os.path.join(staged_root, api.python_path) if api.python_path else staged_root
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-
+    staged_root = _enter_project(project)
     classes = []
     for index, api in enumerate(project.apis):
         previous = _core.set_current_api(index)
@@ -332,29 +343,16 @@ def validate(args) -> int:
     __init__); prints every problem found as an "error: " line, exits 1 if there was any."""
     problems = []
     project = _validate_config(args.path, problems)
-    staging_parent = None
+    staged_root = None
     try:
         if project is not None and project.apis:
             for warning in project.warnings:
                 logger.warning(warning)
-            staging_parent = tempfile.mkdtemp(prefix="cortex-runtime-")
-            staged_root = os.path.join(staging_parent, "project")
             try:
-                stage_project(project.root, project.config_file, staged_root)
-                dotenv = os.path.join(project.root, ".env")
-                if os.path.isfile(dotenv):
-                    os.environ.update(read_dotenv(dotenv))
+                staged_root = _enter_project(project)
             except StartupError as e:
                 problems.append(str(e))
                 project.apis = []
-            for api in project.apis:
-                os.environ.update(api.env)
-            if project.apis:
-                os.chdir(staged_root)
-            for api in reversed(project.apis):
-                entry = os.path.join(staged_root, api.python_path) if api.python_path else staged_root
-                if entry not in sys.path:
-                    sys.path.insert(0, entry)
             for index, api in enumerate(project.apis):
                 log.set_api_level(index, api.log_level)
                 previous = _core.set_current_api(index)
@@ -368,8 +366,8 @@ def validate(args) -> int:
                     _core.set_current_api(previous)
                 print(f"ok: {api.name} ({api.kind}, predictor.type {api.predictor_type}) at {api.endpoint}")
     finally:
-        if staging_parent is not None:
-            shutil.rmtree(staging_parent, ignore_errors=True)
+        if staged_root is not None:
+            shutil.rmtree(os.path.dirname(staged_root), ignore_errors=True)
     sys.stdout.flush()
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
