@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from conftest import LiveServer, run_cli, write_project
 
@@ -205,13 +206,14 @@ def test_serve_help_mentions_idle_timeout():
 def test_silent_connection_is_closed_after_idle_timeout_others_served(short_idle):
     sock = socket.create_connection(("127.0.0.1", short_idle.port), timeout=10)
     try:
-        # another client is served while this one sits idle
-        r = short_idle.post("/slow", json=[1])
+        # another client is served while this one sits idle; fresh connections, since with a
+        # 1 s idle timeout the fixture's pooled keep-alive one may be closed just as it is reused
+        r = requests.post(short_idle.url("/slow"), json=[1], timeout=30)
         assert r.status_code == 200 and r.text == "quick"
         assert closed_by_server(sock)
     finally:
         sock.close()
-    r = short_idle.post("/slow", json=[2])
+    r = requests.post(short_idle.url("/slow"), json=[2], timeout=30)
     assert r.status_code == 200
 
 
@@ -221,7 +223,7 @@ def test_idle_keep_alive_connection_is_closed_after_idle_timeout(short_idle):
         assert closed_by_server(sock)
     finally:
         sock.close()
-    assert short_idle.get("/healthz").text == "ok"
+    assert requests.get(short_idle.url("/healthz"), timeout=30).text == "ok"
 
 
 def test_stalled_request_headers_are_closed_after_idle_timeout(short_idle):
@@ -244,4 +246,4 @@ def test_stalled_request_headers_are_closed_after_idle_timeout(short_idle):
         assert ended
     finally:
         sock.close()
-    assert short_idle.post("/slow", json=[3]).status_code == 200
+    assert requests.post(short_idle.url("/slow"), json=[3], timeout=30).status_code == 200
