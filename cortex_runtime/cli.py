@@ -60,6 +60,9 @@ def build_parser():
                        help="largest request body (default 64 MiB); larger gets 413")
     serve.add_argument("--idle-timeout", type=_positive_int, default=60, metavar="SECONDS",
                        help="close idle or stalled connections after this long (default 60)")
+    serve.add_argument("--request-timeout", type=_seconds, default=0.0, metavar="SECONDS",
+                       help="answer 504 when predict has not answered a request this long after it was "
+                            "received (default 0 = no limit); the predict call itself runs on")
     serve.add_argument("--grace-period", type=float, default=30.0, metavar="SECONDS",
                        help="how long in-flight requests may finish after SIGTERM (default 30)")
     serve.add_argument("--startup-timeout", type=_seconds, default=300.0, metavar="SECONDS",

@@ -237,7 +237,8 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
     try:
         server = _core.Server(host=args.host, port=args.port, max_body_size=args.max_body_size,
                               idle_timeout=args.idle_timeout, access_log=not args.no_access_log,
-                              apis=api_entries, listen_fd=listen_fd)
+                              apis=api_entries, listen_fd=listen_fd,
+                              request_timeout=getattr(args, "request_timeout", 0.0) or 0.0)
     except OSError as e:
         async_runtime.close()
         raise StartupError(str(e)) from None

@@ -516,7 +516,8 @@ class _Options:
     asyncapi.AsyncRuntime read from the parsed command line)."""
 
     def __init__(self, access_log, max_body_size, idle_timeout, state_dir, async_backend,
-                 async_max_queue, async_result_ttl, async_fsync, tfs_address):
+                 async_max_queue, async_result_ttl, async_fsync, tfs_address, request_timeout=0.0):
+        self.request_timeout = request_timeout
         self.access_log = access_log
         self.no_access_log = not access_log
         self.max_body_size = max_body_size
@@ -549,7 +550,8 @@ class _Options:
         for flag, value in (("--state-dir", self.state_dir), ("--async-backend", self.async_backend),
                             ("--async-max-queue", self.async_max_queue),
                             ("--async-result-ttl", self.async_result_ttl),
-                            ("--async-fsync", self.async_fsync), ("--tfs-address", self.tfs_address)):
+                            ("--async-fsync", self.async_fsync), ("--tfs-address", self.tfs_address),
+                            ("--request-timeout", self.request_timeout or None)):
             if value is not None:
                 flags += [flag, str(value)]
         return flags
@@ -558,20 +560,20 @@ class _Options:
 def launch(path, api=None, config=None, env=None, processes=None, threads=None, *,
            log_level=None, access_log=True, max_body_size=64 * 1024 * 1024,
            idle_timeout=60, state_dir=None, async_backend=None, async_max_queue=None,
-           async_result_ttl=None, async_fsync=None, tfs_address=None) -> Api:
+           async_result_ttl=None, async_fsync=None, tfs_address=None, request_timeout=0.0) -> Api:
     """Starts the project at path (a directory or config file); returns an Api to stop().
 
     api: one name (or a list) of the file's APIs; all of them by default, on one port.
     config: its top-level keys replace those of every started API's predictor.config.  env: variables set
     while it runs.  processes/threads override the file; more than one process runs
     `python -m cortex_runtime serve` in a subprocess.  state_dir, async_backend,
-    async_max_queue, async_result_ttl, async_fsync and tfs_address are serve's --state-dir,
-    ... flags; AsyncAPIs get a temporary state_dir by default.  Raises StartupFailed."""
+    async_max_queue, async_result_ttl, async_fsync, tfs_address and request_timeout are serve's
+    --state-dir, ... flags; AsyncAPIs get a temporary state_dir by default.  Raises StartupFailed."""
     __tracebackhide__ = True
     env = {str(k): str(v) for k, v in (env or {}).items()}
     path = os.path.join(original_cwd(), os.fspath(path))  # absolute paths stay as they are
     options = _Options(access_log, max_body_size, idle_timeout, state_dir, async_backend,
-                       async_max_queue, async_result_ttl, async_fsync, tfs_address)
+                       async_max_queue, async_result_ttl, async_fsync, tfs_address, request_timeout)
     try:
         project = _load(path, api, config, processes, threads, log_level)
         options.take_state_dir(project)
@@ -799,7 +801,8 @@ class _InProcessServer(_Server):
         try:
             self.server = _core.Server(host=HOST, port=0, max_body_size=options.max_body_size,
                                        idle_timeout=options.idle_timeout,
-                                       access_log=options.access_log, apis=entries)
+                                       access_log=options.access_log, apis=entries,
+                                       request_timeout=options.request_timeout)
         except OSError as e:
             raise StartupError(str(e)) from None
         self.port = self.server.port

@@ -442,6 +442,16 @@ void cx_bridge_post_predict(cx_module_state *state, const cx_handler *h, cx_requ
 /* A predict quicker than this may have its response held while the next one runs. */
 #define QUICK_PREDICT_S 50e-6
 
+/* Hands a job's answer to the server; when the request timeout answered it first, drops
+ * the late answer (and what post_predict would have got). */
+static void complete(cx_server *server, cx_request *req, int defer_wake)
+{
+    if (cx_server_complete(server, req, defer_wake)) {
+        Py_CLEAR(req->post_state);
+        cx_server_release(server, req);
+    }
+}
+
 /* Gathers more requests of req's API (without the GIL) until the batch is full or
  * batch_interval has passed since req was queued, then runs them as one predict(). */
 static void work_batch(cx_module_state *state, cx_server *server, const cx_handler *h, cx_request *req)
@@ -451,7 +461,7 @@ static void work_batch(cx_module_state *state, cx_server *server, const cx_handl
     if (batch == NULL) {
         PyErr_Clear();
         cx_bridge_predict(state, h, req);
-        cx_server_complete(server, req, 0);
+        complete(server, req, 0);
         return;
     }
     batch[0] = req;
@@ -462,7 +472,7 @@ static void work_batch(cx_module_state *state, cx_server *server, const cx_handl
     Py_END_ALLOW_THREADS
     cx_bridge_predict_batch(state, h, batch, n);
     for (size_t i = 0; i < n; i++)
-        cx_server_complete(server, batch[i], 0);
+        complete(server, batch[i], 0);
     if (batch != stack_batch)
         PyMem_Free(batch);
 }
@@ -492,7 +502,7 @@ PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_han
             cx_server_release(server, req);
         } else if (req->job == CX_JOB_STATUS) {
             bridge_status(state, h, req);
-            cx_server_complete(server, req, 0);
+            complete(server, req, 0);
         } else if (h->max_batch_size > 1) {
             work_batch(state, server, h, req);
         } else {
@@ -501,7 +511,7 @@ PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_han
             /* after a quick predict, the next queued one is likely quick too: send both
              * with one wake-up of the I/O thread (a context switch) instead of two */
             int quick = cx_monotonic_seconds() - started < QUICK_PREDICT_S;
-            cx_server_complete(server, req, quick && cx_server_has_queued(server));
+            complete(server, req, quick && cx_server_has_queued(server));
         }
     }
     Py_RETURN_NONE;

@@ -3,6 +3,7 @@
 #ifndef CX_REQUEST_H
 #define CX_REQUEST_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "buf.h"
@@ -34,6 +35,10 @@ typedef enum {
 
 #define CX_REQUEST_ID_MAX 128
 
+/* Who answers a request handed to the workers: its worker, or the I/O thread with a 504
+ * once the request timeout passes first.  Whoever moves `claim` off PENDING answers. */
+enum { CX_CLAIM_PENDING = 0, CX_CLAIM_ANSWERED = 1, CX_CLAIM_TIMED_OUT = 2 };
+
 typedef struct cx_request {
     struct cx_request *next; /* queue link, owned by the server */
     cx_job_kind job;
@@ -63,6 +68,10 @@ typedef struct cx_request {
     int stage;
     int counted_in_flight;
     int too_large;
+    atomic_int claim;
+    /* I/O thread only: the requests with the workers, walked for the request timeout */
+    struct cx_request *held_prev, *held_next;
+    int held;
 } cx_request;
 
 cx_request *cx_request_new(void);

@@ -30,6 +30,7 @@ enum {
     STAGE_QUEUED,    /* suspended, with a worker or waiting for one */
     STAGE_DONE,      /* the worker set the response half; resumed */
     STAGE_ANSWERED,  /* a response was queued with libmicrohttpd */
+    STAGE_TIMED_OUT, /* a stand-in for a request its worker did not answer in time: 504 */
 };
 
 /* Per-connection memory for the request line, headers and buffering. */
@@ -49,6 +50,10 @@ typedef struct open_connection {
     double waiting_since; /* connected, or the last response finished */
     int headers_done;
     int cut;
+    /* I/O thread only: the 504 stand-in for a timed-out request.  From then on the
+     * connection's con_cls is stale (the worker frees that request), so the callbacks
+     * look here first. */
+    struct cx_request *timeout_reply;
 } open_connection;
 
 typedef struct {
@@ -66,6 +71,8 @@ struct cx_server {
     unsigned port;
     size_t max_body;
     unsigned idle_timeout;
+    double request_timeout;
+    cx_request *held_head; /* I/O thread only: requests with the workers (request timeout) */
     int access_log;
     long pid;
     size_t n_apis;
@@ -490,6 +497,31 @@ static void enqueue(cx_server *s, cx_request *req)
     atomic_store(&s->wake_pending, 1);
 }
 
+static open_connection *connection_entry(struct MHD_Connection *conn);
+
+static void hold(cx_server *s, cx_request *req)
+{
+    req->held = 1;
+    req->held_prev = NULL;
+    req->held_next = s->held_head;
+    if (s->held_head)
+        s->held_head->held_prev = req;
+    s->held_head = req;
+}
+
+static void unhold(cx_server *s, cx_request *req)
+{
+    if (!req->held)
+        return;
+    if (req->held_prev)
+        req->held_prev->held_next = req->held_next;
+    else
+        s->held_head = req->held_next;
+    if (req->held_next)
+        req->held_next->held_prev = req->held_prev;
+    req->held = 0;
+}
+
 static enum MHD_Result dispatch(cx_server *s, struct MHD_Connection *conn, cx_request *req)
 {
     unsigned wants = s->apis[req->api].config.wants;
@@ -507,6 +539,8 @@ static enum MHD_Result dispatch(cx_server *s, struct MHD_Connection *conn, cx_re
     /* suspend before a worker can see it, so its resume can never come first */
     MHD_suspend_connection(conn);
     atomic_fetch_add(&s->held_by_workers, 1);
+    if (s->request_timeout > 0 && connection_entry(conn) != NULL)
+        hold(s, req);
     enqueue(s, req);
     return MHD_YES;
 }
@@ -538,6 +572,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     (void)version;
     cx_server *s = cls;
+    if (s->request_timeout > 0) {
+        open_connection *c = connection_entry(conn);
+        if (c && c->timeout_reply) {
+            *con_cls = c->timeout_reply;
+            c->timeout_reply = NULL;
+        }
+    }
     cx_request *req = *con_cls;
     if (req == NULL)
         return MHD_NO; /* the URI callback could not allocate: drop the connection */
@@ -579,6 +620,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return dispatch(s, conn, req);
     case STAGE_DONE:
         return send_worker_response(s, conn, req);
+    case STAGE_TIMED_OUT: {
+        char message[128];
+        snprintf(message, sizeof message, "request timed out: no response from the predictor within %g s",
+                 s->request_timeout);
+        return send_json_error(s, conn, req, MHD_HTTP_GATEWAY_TIMEOUT, message);
+    }
     default:
         return MHD_YES;
     }
@@ -678,15 +725,20 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     cx_server *s = cls;
     open_connection *c = connection_entry(conn);
+    cx_request *req = *con_cls;
+    *con_cls = NULL;
     if (c) {
         atomic_store(&c->busy, 0);
         c->waiting_since = cx_monotonic_seconds();
         c->headers_done = 0;
+        if (c->timeout_reply) { /* closed before the 504 went out: con_cls is stale */
+            req = c->timeout_reply;
+            c->timeout_reply = NULL;
+        }
     }
-    cx_request *req = *con_cls;
-    *con_cls = NULL;
     if (req == NULL)
         return;
+    unhold(s, req);
     if (req->status > 0) {
         if (req->api >= 0)
             record_request_metrics(&s->apis[req->api], req);
@@ -730,6 +782,14 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap)
 }
 
 /* ---- the I/O thread -------------------------------------------------------------------- */
+
+static void poke_io(cx_server *s)
+{
+    uint64_t one = 1;
+    if (write(s->wake_fd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is saturated, so a wake-up is pending anyway */
+    }
+}
 
 /* How long one round may wait for events; bounds how late a stop or a drain is seen. */
 #define IO_WAIT_MS 50
@@ -776,15 +836,93 @@ static void cut_stalled_headers(cx_server *s, double now)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* What answers a timed-out request in its place: copies of what the response, the access
+ * line and the metrics need, and its in-flight slot.  Made before the request is claimed,
+ * since once claimed its worker may free it at any moment. */
+static cx_request *timeout_stand_in(const cx_request *req)
+{
+    cx_request *reply = cx_request_new();
+    if (reply == NULL || (reply->uri = strdup(req->uri)) == NULL) {
+        cx_request_free(reply);
+        return NULL;
+    }
+    reply->api = req->api;
+    reply->job = req->job;
+    memcpy(reply->method, req->method, sizeof reply->method);
+    memcpy(reply->request_id, req->request_id, sizeof reply->request_id);
+    reply->path_len = req->path_len;
+    reply->started = req->started;
+    reply->queued = req->queued;
+    reply->counted_in_flight = req->counted_in_flight;
+    reply->connection = req->connection;
+    reply->stage = STAGE_TIMED_OUT;
+    return reply;
+}
+
+static void log_timeout(cx_server *s, const cx_request *reply)
+{
+    int slot = reply->api < 0 ? -1 : s->apis[reply->api].config.log_slot;
+    if (!cx_log_enabled(slot < 0 ? CX_LOG_MAX_SLOTS : slot, CX_LOG_WARNING))
+        return;
+    char message[160];
+    snprintf(message, sizeof message,
+             "request timed out after %g s (--request-timeout): answered 504; its predict() call is "
+             "not interrupted", s->request_timeout);
+    cx_buf line;
+    cx_buf_init(&line, 0);
+    if (cx_log_begin(&line, cx_wall_seconds(), "WARNING", message, strlen(message), s->pid) == 0
+        && cx_log_key(&line, "request_id", 10) == 0
+        && cx_log_json_string(&line, reply->request_id, strlen(reply->request_id)) == 0
+        && cx_log_end(&line) == 0)
+        cx_log_write_slot(slot, &line);
+    cx_buf_free(&line);
+}
+
+/* Answers 504 for every request its worker has not answered within the request timeout.
+ * The worker is not interrupted (Python code cannot be); its late answer is dropped. */
+static void expire_requests(cx_server *s, double now)
+{
+    int resumed = 0;
+    for (cx_request *req = s->held_head, *next; req; req = next) {
+        next = req->held_next;
+        if (now - req->queued < s->request_timeout || atomic_load(&req->claim) != CX_CLAIM_PENDING)
+            continue;
+        struct MHD_Connection *conn = req->connection;
+        open_connection *c = connection_entry(conn);
+        cx_request *reply = c ? timeout_stand_in(req) : NULL;
+        if (reply == NULL)
+            continue; /* out of memory: the next sweep tries again */
+        /* unlinked before the claim: once claimed, req is the worker's to free */
+        unhold(s, req);
+        int expected = CX_CLAIM_PENDING;
+        if (!atomic_compare_exchange_strong(&req->claim, &expected, CX_CLAIM_TIMED_OUT)) {
+            hold(s, req); /* its worker answered just now: on_completed unlinks it */
+            reply->counted_in_flight = 0;
+            cx_request_free(reply);
+            continue;
+        }
+        c->timeout_reply = reply;
+        log_timeout(s, reply);
+        MHD_resume_connection(conn);
+        resumed = 1;
+    }
+    if (resumed)
+        poke_io(s);
+}
+
 static void *io_loop(void *arg)
 {
     cx_server *s = arg;
-    double next_sweep = 0;
+    double next_sweep = 0, next_expiry = 0;
     while (!atomic_load(&s->io_stop)) {
         double now = cx_monotonic_seconds();
         if (now >= next_sweep) {
             cut_stalled_headers(s, now);
             next_sweep = now + 0.5;
+        }
+        if (s->held_head && now >= next_expiry) {
+            expire_requests(s, now);
+            next_expiry = now + 0.01;
         }
         wait_for_events(s);
         MHD_run(s->daemon);
@@ -945,6 +1083,7 @@ int cx_server_start(const cx_server_config *config, cx_server **out, char *err, 
     s->io_epoll = -1;
     s->max_body = config->max_body;
     s->idle_timeout = config->idle_timeout;
+    s->request_timeout = config->request_timeout;
     s->access_log = config->access_log;
     s->pid = (long)getpid();
     if (copy_apis(s, config) != 0) {
@@ -1034,13 +1173,6 @@ void cx_server_set_shared_ready(cx_server *s, const volatile unsigned char *flag
     s->shared_ready = flag;
 }
 
-static void poke_io(cx_server *s)
-{
-    uint64_t one = 1;
-    if (write(s->wake_fd, &one, sizeof one) < 0) {
-        /* EAGAIN: the counter is saturated, so a wake-up is pending anyway */
-    }
-}
 
 static void deadline_from_now(struct timespec *ts, double seconds)
 {
@@ -1076,6 +1208,12 @@ int cx_server_next(cx_server *s, cx_request **out, int timeout_ms, int only_asyn
                 s->queue_tail = prev;
             req->next = NULL;
             atomic_fetch_sub(&s->queued_jobs, 1);
+            if (atomic_load(&req->claim) == CX_CLAIM_TIMED_OUT) {
+                /* answered with a 504 while it waited: nothing left to do for it */
+                atomic_fetch_sub(&s->held_by_workers, 1);
+                cx_request_free(req);
+                continue;
+            }
             pthread_mutex_unlock(&s->lock);
             *out = req;
             return CX_NEXT_JOB;
@@ -1124,7 +1262,12 @@ size_t cx_server_take_batch(cx_server *s, int api, cx_request **out, size_t max,
                     s->queue_tail = prev;
                 req->next = NULL;
                 atomic_fetch_sub(&s->queued_jobs, 1);
-                out[taken++] = req;
+                if (atomic_load(&req->claim) == CX_CLAIM_TIMED_OUT) {
+                    atomic_fetch_sub(&s->held_by_workers, 1);
+                    cx_request_free(req);
+                } else {
+                    out[taken++] = req;
+                }
             } else {
                 prev = req;
             }
@@ -1142,8 +1285,13 @@ size_t cx_server_take_batch(cx_server *s, int api, cx_request **out, size_t max,
     return taken;
 }
 
-void cx_server_complete(cx_server *s, cx_request *req, int defer_wake)
+int cx_server_complete(cx_server *s, cx_request *req, int defer_wake)
 {
+    int expected = CX_CLAIM_PENDING;
+    if (!atomic_compare_exchange_strong(&req->claim, &expected, CX_CLAIM_ANSWERED)) {
+        atomic_fetch_sub(&s->held_by_workers, 1);
+        return 1;
+    }
     struct MHD_Connection *conn = req->connection;
     req->stage = STAGE_DONE;
     atomic_fetch_sub(&s->held_by_workers, 1);
@@ -1152,6 +1300,7 @@ void cx_server_complete(cx_server *s, cx_request *req, int defer_wake)
         atomic_store(&s->wake_owed, 1);
     else
         poke_io(s);
+    return 0;
 }
 
 int cx_server_has_queued(cx_server *s)

@@ -29,6 +29,7 @@ typedef struct {
     unsigned port; /* 0 = any free port */
     size_t max_body;
     unsigned idle_timeout; /* seconds */
+    double request_timeout; /* seconds from the first header byte to the response; 0 = none */
     int access_log;
     size_t n_apis;
     const cx_api_config *apis;
@@ -59,8 +60,10 @@ int cx_server_next(cx_server *server, cx_request **out, int timeout_ms, int only
 size_t cx_server_take_batch(cx_server *server, int api, cx_request **out, size_t max, double deadline);
 /* A predict job's response half is set: send it.  defer_wake lets the worker answer a run
  * of quick jobs before the I/O thread is woken (once) to send them all; the wake-up owed is
- * paid at the latest when the worker finds the queue empty. */
-void cx_server_complete(cx_server *server, cx_request *req, int defer_wake);
+ * paid at the latest when the worker finds the queue empty.  Returns 1 when the request
+ * timeout answered it first: nothing is sent and req is the caller's to release (its
+ * post_state cleared) with cx_server_release(). */
+int cx_server_complete(cx_server *server, cx_request *req, int defer_wake);
 /* 1 when jobs are waiting for a worker (a hint: read without the lock). */
 int cx_server_has_queued(cx_server *server);
 /* A post-predict or call job is done (post_state cleared): free it. */

@@ -66,7 +66,8 @@ static int get_item(PyObject *dict, const char *key, PyObject **out)
     return 0;
 }
 
-/* Server(host, port, max_body_size, idle_timeout, access_log, apis): binds and starts.
+/* Server(host, port, max_body_size, idle_timeout, access_log, apis[, listen_fd,
+ * request_timeout]): binds and starts.
  * apis: list of dicts with name, endpoint, get_body (bytes), max_concurrency,
  * predict_args (names), post_predict_args (names or None); optional: log_slot,
  * max_batch_size, batch_interval, async (AsyncAPI: its predict_args may name the internal
@@ -74,18 +75,24 @@ static int get_item(PyObject *dict, const char *key, PyObject **out)
 static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host", "port", "max_body_size", "idle_timeout", "access_log", "apis",
-                             "listen_fd", NULL};
+                             "listen_fd", "request_timeout", NULL};
     const char *host;
     unsigned int port, idle_timeout;
     unsigned long long max_body;
     int access_log;
     int listen_fd = -1;
+    double request_timeout = 0;
     PyObject *apis;
     CxServerObject *self = NULL;
     cx_api_config *configs = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!|i", kwlist, &host, &port, &max_body,
-                                     &idle_timeout, &access_log, &PyList_Type, &apis, &listen_fd))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!|id", kwlist, &host, &port, &max_body,
+                                     &idle_timeout, &access_log, &PyList_Type, &apis, &listen_fd,
+                                     &request_timeout))
         return NULL;
+    if (!(request_timeout >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "request_timeout must be >= 0 (0 = none)");
+        return NULL;
+    }
     Py_ssize_t n = PyList_GET_SIZE(apis);
     self = (CxServerObject *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -155,6 +162,7 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         .port = port,
         .max_body = (size_t)max_body,
         .idle_timeout = idle_timeout,
+        .request_timeout = request_timeout,
         .access_log = access_log,
         .n_apis = (size_t)n,
         .apis = configs,
