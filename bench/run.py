@@ -165,6 +165,44 @@ class Server:
             return "killed"
 
 
+def process_tree(pid):
+    """pid and every process descending from it (granian runs a supervisor and a worker)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    return found
+
+
+def cpu_and_switches(pid):
+    """(CPU seconds, context switches) of the process tree at pid, all threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = switches = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            seconds += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                            switches += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return seconds, switches
+
+
 def http_status(url):
     try:
         with urllib.request.urlopen(url, timeout=1) as r:
@@ -200,6 +238,8 @@ def parse_wrk(text):
     if not m:
         raise BenchError("no Requests/sec line in wrk's output:\n" + text)
     out["rps"] = float(m.group(1))
+    m = re.search(r"^\s*(\d+) requests in", text, re.M)
+    out["requests"] = int(m.group(1)) if m else None
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.M)
         if not m:
@@ -253,6 +293,21 @@ def table(rows):
             rt, peer = got.get("runtime"), got.get(k)
             cells.append(f"{rt['rps'] / peer['rps']:.2f}×" if rt and peer else "—")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cpu_table(rows):
+    """Server CPU time (all its threads and processes, from /proc) per request served, and
+    context switches per request, per server and point."""
+    keys = [k for k in NAMES if any(got.get(k) for _, got in rows)]
+    head = "| connections | " + " | ".join(f"{NAMES[k]} CPU µs/req | cs/req" for k in keys) + " |"
+    lines = [head, "|---:|" + "---:|---:|" * len(keys)]
+    for n, got in rows:
+        cells = []
+        for k in keys:
+            r = got.get(k)
+            cells += [fmt(r and r.get("cpu_us"), 1), fmt(r and r.get("switches"), 2)]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -382,14 +437,20 @@ def main(argv=None):
         for n in args.connections:
             got = {}
             for key, s in servers.items():
+                cpu_before, switches_before = cpu_and_switches(s.proc.pid)
                 text = wrk(s.url, n, args.duration)
+                cpu_after, switches_after = cpu_and_switches(s.proc.pid)
                 if not s.alive():
                     raise BenchError(f"{s.name} died under load:\n" + s.tail())
                 raw.append(f"## {s.name}, {n} connections\n{text}")
                 got[key] = parse_wrk(text)
+                served = got[key]["requests"] or got[key]["rps"] * args.duration
+                got[key]["cpu_us"] = (cpu_after - cpu_before) * 1e6 / max(served, 1)
+                got[key]["switches"] = (switches_after - switches_before) / max(served, 1)
                 err = got[key]["errors"]
                 print(f"  {s.name:16} c={n:<4} {got[key]['rps']:>10,.0f} req/s  "
-                      f"p50 {got[key]['p50_ms']:.2f} ms  p99 {got[key]['p99_ms']:.2f} ms"
+                      f"p50 {got[key]['p50_ms']:.2f} ms  p99 {got[key]['p99_ms']:.2f} ms  "
+                      f"CPU {got[key]['cpu_us']:.1f} µs/req  {got[key]['switches']:.2f} cs/req"
                       + (f"  ERRORS: {', '.join(err)}" if err else ""), flush=True)
             rows.append((n, got))
     except BenchError as e:
@@ -403,13 +464,15 @@ def main(argv=None):
 
     print()
     print(table(rows))
+    print()
+    print(cpu_table(rows))
     if any(r and r["errors"] for _, got in rows for r in got.values()):
         print("\nwarning: some points had errors (see above); their numbers are not comparable",
               file=sys.stderr)
     os.makedirs(RESULTS, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with open(os.path.join(RESULTS, f"{stamp}.md"), "w") as f:
-        f.write(f"# {describe_machine()}\n\n{table(rows)}\n\n" + "\n".join(raw))
+        f.write(f"# {describe_machine()}\n\n{table(rows)}\n\n{cpu_table(rows)}\n\n" + "\n".join(raw))
     print(f"\nraw wrk output: {os.path.relpath(os.path.join(RESULTS, stamp + '.md'))}")
     if args.chart:
         machine = describe_machine().split(" Copyright")[0].split(" [")[0]

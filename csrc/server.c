@@ -16,7 +16,9 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -910,9 +912,38 @@ static void expire_requests(cx_server *s, double now)
         poke_io(s);
 }
 
+/* EEVDF (Linux 6.12 and later) lets a task ask for a shorter time slice; a woken task with
+ * a shorter slice preempts the running one at once.  Without it, a request arriving while
+ * predict() spins on the same core waits out predict's whole slice (~3 ms) before this
+ * thread may answer it, /healthz included.  Older kernels refuse or ignore it: harmless. */
+#define IO_THREAD_SLICE_NS 100000
+
+static void ask_for_short_slice(void)
+{
+#ifdef SYS_sched_setattr
+    struct { /* the kernel's struct sched_attr, first version (48 bytes); <linux/sched/types.h>
+              * clashes with <sched.h> */
+        uint32_t size, sched_policy;
+        uint64_t sched_flags;
+        int32_t sched_nice;
+        uint32_t sched_priority;
+        uint64_t sched_runtime, sched_deadline, sched_period;
+    } attr;
+    memset(&attr, 0, sizeof attr);
+    attr.size = sizeof attr;
+    attr.sched_policy = SCHED_OTHER;
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0); /* this thread's: keep it */
+    attr.sched_nice = errno == 0 ? nice : 0;
+    attr.sched_runtime = IO_THREAD_SLICE_NS;
+    (void)syscall(SYS_sched_setattr, 0, &attr, 0);
+#endif
+}
+
 static void *io_loop(void *arg)
 {
     cx_server *s = arg;
+    ask_for_short_slice();
     double next_sweep = 0, next_expiry = 0;
     while (!atomic_load(&s->io_stop)) {
         double now = cx_monotonic_seconds();
