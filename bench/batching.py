@@ -88,6 +88,33 @@ def verify(server, body, want):
                                    f"argmax {argmax}, max {top:.6g}, norm {norm:.6g}")
 
 
+def numpy_ceiling(x, config, seconds=2.0):
+    """What batching can gain at best: the predictor's own predict() timed in this process
+    (no server, no JSON) on CPU SERVER_CPU, one sample per call against MAX_BATCH samples
+    per call.  Returns (µs per sample unbatched, µs per sample batched)."""
+    import time
+    sys.path.insert(0, os.path.dirname(PREDICTOR))
+    import predictor as matmul
+    single = matmul.PythonPredictor({**config, "batched": False})
+    batched = matmul.PythonPredictor({**config, "batched": True})
+    batch = [x] * MAX_BATCH
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(bench_run.SERVER_CPU)})
+    try:
+        def per_call(fn):
+            fn()
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                fn()
+                n += 1
+            return (time.perf_counter() - start) / n
+        one = per_call(lambda: single.predict(x))
+        many = per_call(lambda: batched.predict(batch)) / MAX_BATCH
+    finally:
+        os.sched_setaffinity(0, before)
+    return one * 1e6, many * 1e6
+
+
 def batch_sizes(server, body, n=64):
     with ThreadPoolExecutor(n) as pool:
         answers = list(pool.map(lambda _: post(server.url, body)[1], range(n)))
@@ -191,6 +218,10 @@ def main(argv=None):
     if sizes:
         print(f"\nbatch sizes seen by 64 concurrent requests to the batched server: "
               f"max {sizes[0]}, mean {sum(sizes) / len(sizes):.1f}")
+    one, many = numpy_ceiling(x, config)
+    print(f"\nnumpy alone, in this process (the ceiling of any server's batching gain): predict() "
+          f"{one:,.1f} µs per sample one at a time, {many:,.1f} µs per sample {MAX_BATCH} at a time "
+          f"= {one / many:.2f}×")
     return 0
 
 
