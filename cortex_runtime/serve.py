@@ -250,6 +250,8 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
     stop_requested = threading.Event()
 
     def on_signal(signum, frame):
+        if stop_requested.is_set():
+            force_exit(signum)
         stop_requested.set()
         async_runtime.begin_stop()
         server.begin_drain(args.grace_period)
@@ -288,6 +290,13 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
     finally:
         async_runtime.close(args.grace_period)
         server.close()
+
+
+def force_exit(signum):
+    """A second SIGTERM or SIGINT (Ctrl-C twice) during a drain: stop waiting for it."""
+    logger.warning(f"second {signal.Signals(signum).name} while draining: exiting now, "
+                   f"requests still in flight are dropped")
+    os._exit(1)
 
 
 def _validate_config(path, problems):

@@ -90,6 +90,14 @@ class Supervisor:
             os._exit(code)
 
     def on_signal(self, signum, frame):
+        if self.stopping:
+            for pid in self.workers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            from .serve import force_exit
+            force_exit(signum)
         self.stop()
 
     def stop(self):

@@ -134,6 +134,30 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(server):
     assert request.response.text == "done drain-1"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_second_signal_during_the_drain_exits_at_once_with_a_warning(tmp_path, sig, processes):
+    args = ("--processes", "2") if processes > 1 else ()
+    server = start(tmp_path, *args)
+    try:
+        request = InFlight(server, {"tag": "stuck", "sleep": 20})
+        wait_started(server, "stuck")
+        server.proc.send_signal(sig)
+        time.sleep(0.5)
+        assert server.proc.poll() is None, "the first signal must drain, not exit"
+        started = time.monotonic()
+        server.proc.send_signal(sig)
+        code = server.proc.wait(timeout=10)
+        assert time.monotonic() - started < 5
+        assert code == 1
+        line = server.wait_for_log(lambda l: "second" in l.get("message", ""))
+        assert line["levelname"] == "WARNING" and signal.Signals(sig).name in line["message"]
+        request.join(10)
+        assert request.response is None or request.response.status_code != 200
+    finally:
+        server.close()
+
+
 def test_sigterm_refuses_new_connections_while_draining(server, tmp_path):
     release = tmp_path / "release"
     request = InFlight(server, {"tag": "drain-2", "release": str(release)})
