@@ -216,24 +216,29 @@ def _serve_prepared(prepared, args) -> int:
         return _serve_process(prepared, args)
     supervisor = Supervisor(
         args, processes,
-        run_worker=lambda listen_fd, shared_ready, on_ready: _serve_process(
-            prepared, args, listen_fd=listen_fd, shared_ready=shared_ready, on_ready=on_ready),
+        run_worker=lambda listen_fd, shared_ready, on_ready, join_early: _serve_process(
+            prepared, args, listen_fd=listen_fd, shared_ready=shared_ready, on_ready=on_ready,
+            join_early=join_early),
         announce=lambda: _announce(args, args.port, project))
     return supervisor.run()
 
 
-def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=None) -> int:
-    """One serving process: the only one, or a worker (then on_ready replaces the announcement)."""
+def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=None,
+                   join_early=True) -> int:
+    """One serving process: the only one, or a worker (then on_ready replaces the announcement).
+    join_early: a worker serves (503 while starting) during its __init__; else it joins the
+    socket only after it."""
     project = prepared.project
     load_models(prepared, getattr(args, "tfs_address", None))  # GET shows model_metadata
     api_entries = server_entries(prepared)
     async_runtime = asyncapi.AsyncRuntime(project, prepared.classes, args)  # opens the store
     async_runtime.adjust(api_entries)
     is_worker = listen_fd >= 0
-    # a worker joins the shared socket only once its __init__ is done, so no request ever
-    # meets it unready while the others could have answered
+    # a worker replacing a dead one joins the shared socket only once its __init__ is done, so
+    # no request meets it unready while the others could have answered; at start-up, when
+    # nobody could, every worker answers at once (/healthz 503 "starting", as one process does)
     early_instances = (build_predictors(prepared, startup_timeout=getattr(args, "startup_timeout", None))
-                       if is_worker else None)
+                       if is_worker and not join_early else None)
     try:
         server = _core.Server(host=args.host, port=args.port, max_body_size=args.max_body_size,
                               idle_timeout=args.idle_timeout, access_log=not args.no_access_log,
@@ -263,8 +268,9 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
             set_handler(server, prepared, index, instance)
 
         if early_instances is None:
+            # the only process removes the staged copy; workers share it with later restarts
             instances = build_predictors(prepared, route, getattr(args, "startup_timeout", None),
-                                         prepared.cleanup)  # the only process: remove the staged copy
+                                         None if is_worker else prepared.cleanup)
         else:
             instances = early_instances
             for index, instance in enumerate(instances):

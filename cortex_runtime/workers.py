@@ -53,7 +53,8 @@ class Supervisor:
     def __init__(self, args, processes, run_worker, announce):
         self.args = args
         self.processes = processes
-        self.run_worker = run_worker  # (listen_fd, shared_ready, on_ready) -> exit code, in the child
+        # (listen_fd, shared_ready, on_ready, join_early) -> exit code, in the child
+        self.run_worker = run_worker
         self.announce = announce
         self.workers = {}
         self.stopping = False
@@ -65,21 +66,23 @@ class Supervisor:
         self.shared_ready = mmap.mmap(-1, mmap.PAGESIZE)  # MAP_SHARED: workers see every write
 
     def spawn(self, slot):
+        # with no worker ready nobody else could answer: the new one serves during its __init__
+        join_early = not any(w.ready for w in self.workers.values())
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            self._child(write_fd)  # never returns
+            self._child(write_fd, join_early)  # never returns
         os.close(write_fd)
         self.workers[pid] = _Worker(slot, pid, read_fd)
 
-    def _child(self, report_fd):
+    def _child(self, report_fd, join_early):
         code = 1
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = self.run_worker(self.sock.fileno(), self.shared_ready,
-                                   lambda: os.write(report_fd, READY))
+                                   lambda: os.write(report_fd, READY), join_early)
         except StartupError as e:
             os.write(report_fd, FAILED + str(e).encode("utf-8", "replace"))
         except BaseException as e:  # the child must never unwind into the supervisor's code

@@ -110,3 +110,36 @@ def test_port_in_use_is_a_startup_error_with_workers(simple_project, serve):
     # the fixture passes its own --port first; argparse keeps the last one
     assert second.proc.wait(timeout=60) != 0
     assert "already in use" in second.stderr_text()
+
+
+SLOW_INIT = """
+import os, time
+class PythonPredictor:
+    def __init__(self, config):
+        while not os.path.exists(config["release"]):
+            time.sleep(0.02)
+    def predict(self, payload):
+        return {"pid": os.getpid()}
+"""
+
+
+def test_while_the_workers_start_healthz_and_predictions_answer_503_at_once(simple_project, serve, tmp_path):
+    release = tmp_path / "release"
+    extra = f"    config:\n      release: {release}\n"
+    server = serve(simple_project(SLOW_INIT, yaml=workers_yaml(2, extra)), wait=False)
+    deadline = time.monotonic() + 30
+    status = None
+    while time.monotonic() < deadline:
+        try:
+            status = requests.get(server.url("/healthz"), timeout=2)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    assert status is not None, "no worker answered during __init__"
+    assert (status.status_code, status.text) == (503, "starting")
+    early = requests.post(server.url("/pids"), json={}, timeout=2)
+    assert early.status_code == 503 and "not ready" in early.json()["error"]
+    release.touch()
+    server.wait_listening()
+    assert server.get("/healthz").text == "ok"
+    assert len(pids_seen(server, 40)) == 2
