@@ -177,6 +177,17 @@ def serve(tmp_path):
         server.close()
 
 
+# __init__ waits until config["release"] exists; predict answers "ready"
+SLOW_INIT = """
+import os, time
+class PythonPredictor:
+    def __init__(self, config):
+        while not os.path.exists(config["release"]):
+            time.sleep(0.02)
+    def predict(self, payload):
+        return "ready"
+"""
+
 SIMPLE_YAML = """
 - name: echo
   kind: RealtimeAPI

@@ -5,15 +5,8 @@ import time
 import pytest
 import requests
 
-SLOW_INIT = """
-import os, time
-class PythonPredictor:
-    def __init__(self, config):
-        while not os.path.exists(config["release"]):
-            time.sleep(0.02)
-    def predict(self, payload):
-        return "ready"
-"""
+from conftest import SLOW_INIT
+
 
 BLOCKING = """
 import os, time
