@@ -10,11 +10,11 @@ imports it).  The remote backend (--tfs-address) is in tfs_remote.py; both backe
     metadata() -> dict              what GET shows as model_metadata
 """
 import base64
-import math
 import os
 import threading
 import time
 
+from . import _core
 from .errors import StartupError
 from .log import logger
 
@@ -446,50 +446,12 @@ def _expected(info):
 
 
 def _floats(flat):
-    """Floats as TensorFlow Serving's JSON gave them: the shortest text that reads back as
-    the same float32/float64, and "NaN", "Infinity", "-Infinity" for the others."""
-    if flat.dtype == np.float64:
-        values = flat.tolist()
-    elif flat.size >= VECTOR_SHORTEST_FROM:
-        values = _shortest_float32(flat.astype(np.float32))
-    else:  # numpy's shortest round-trip text of each float32, as protobuf's JSON
-        values = [float(text) for text in flat.astype(np.float32).astype(str).tolist()]
-    if not np.isfinite(flat).all():
-        values = [v if math.isfinite(v) else ("NaN" if math.isnan(v) else
-                                              "Infinity" if v > 0 else "-Infinity")
-                  for v in values]
-    return values
-
-
-VECTOR_SHORTEST_FROM = 128  # elements; below, per-element text is faster
-
-
-def _shortest_float32(flat):
-    """The same values as the per-element text, computed with array operations: for 6 to 9
-    significant digits (protobuf's ToShortestFloat), x rounded to p digits where that reads
-    back as x; values beyond exact powers of ten (1e±22) take the per-element way."""
-    x = flat.astype(np.float64)
-    result = x.copy()
-    todo = np.isfinite(x) & (x != 0)
-    exponent = np.floor(np.log10(np.abs(np.where(todo, x, 1.0)))).astype(np.int64)
-    slow = np.zeros(x.shape, bool)
-    for digits in (6, 7, 8, 9):
-        shift = (digits - 1) - exponent
-        out_of_range = todo & (np.abs(shift) > 22)
-        slow |= out_of_range
-        todo &= ~out_of_range
-        scale = 10.0 ** np.abs(np.clip(shift, -22, 22))
-        rounded = np.where(shift >= 0, np.round(x * scale) / scale, np.round(x / scale) * scale)
-        hit = todo & (rounded.astype(np.float32) == flat)
-        result[hit] = rounded[hit]
-        todo &= ~hit
-        if not todo.any():
-            break
-    slow |= todo
-    if slow.any():
-        where = np.nonzero(slow)[0]
-        result[where] = [float(text) for text in flat[where].astype(str).tolist()]
-    return result.tolist()
+    """Floats as TensorFlow Serving's JSON gave them (C: _core.float_list): each float32 the
+    double of its shortest text that reads back as the same float32, float64 as itself, and
+    "NaN", "Infinity", "-Infinity" for the values JSON has no number for."""
+    if flat.dtype.char not in "fd" or not flat.dtype.isnative:
+        flat = flat.astype(np.float64 if flat.dtype.itemsize > 4 else np.float32)
+    return _core.float_list(np.ascontiguousarray(flat))
 
 
 def to_list(array):
@@ -500,9 +462,9 @@ def to_list(array):
     kind = flat.dtype.kind
     if kind == "f":
         return _floats(flat)
-    if kind == "c":
-        parts = np.stack([flat.real, flat.imag], axis=-1).reshape(-1)
-        return _floats(parts)
+    if kind == "c":  # (real, imag) pairs, as scomplex_val and dcomplex_val
+        flat = np.ascontiguousarray(flat)
+        return _floats(flat.view(flat.real.dtype))
     if kind in "iu":
         if flat.dtype.itemsize == 8:
             return [str(v) for v in flat.tolist()]
