@@ -456,11 +456,17 @@ def _floats(flat):
 
 def to_list(array):
     """One output as Cortex returned it: a flat list (the shape dropped); int64 and uint64
-    as strings, bytes as base64, floats as floats, ints and bools as themselves."""
+    as strings, bytes as base64, floats as floats, ints and bools as themselves, float16 as
+    the int of its 16 bits."""
     array = np.asarray(array)
     flat = array.reshape(-1)
     kind = flat.dtype.kind
     if kind == "f":
+        if flat.dtype.itemsize == 2:
+            # DT_HALF: TensorFlow Serving puts each value's 16 bits in the int32 half_val, and
+            # Cortex's client (json_format.MessageToDict, then the "halfVal" list) returned
+            # those ints as they were: float16 0.5 is 14336
+            return np.ascontiguousarray(flat, np.float16).view(np.uint16).tolist()
         return _floats(flat)
     if kind == "c":  # (real, imag) pairs, as scomplex_val and dcomplex_val
         flat = np.ascontiguousarray(flat)
