@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from . import _core
+from . import _core, log
 from .errors import StartupError
 from .log import logger
 
@@ -264,6 +264,9 @@ class LocalBackend:
         self._listeners = []  # called (on the polling thread) when versions came or went
         self._stop = threading.Event()
         self._poller = None
+        # the slot of the API being built: the polling thread logs as that API (its level,
+        # its sink), not as the process
+        self._log_slot = log.current_slot()
         if models.poll_interval and models.poll_interval > 0:
             self._poller = threading.Thread(target=self._poll, name="cortex-model-poll",
                                             daemon=True)
@@ -325,6 +328,7 @@ class LocalBackend:
         return table
 
     def _poll(self):
+        _core.set_current_api(self._log_slot)
         while not self._stop.wait(self.models.poll_interval):
             try:
                 before = _versions_of(self._table)

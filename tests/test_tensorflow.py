@@ -450,6 +450,61 @@ def test_cortex_iris_predictor_runs_unchanged_and_sees_new_versions(serve, model
         time.sleep(0.1)
 
 
+def add_version(models, served, version):
+    """Drops iris version `version` into served (written aside, then renamed in)."""
+    shutil.copytree(models / "iris" / version, served / f".incoming-{version}")
+    os.rename(served / f".incoming-{version}", served / version)
+
+
+def add_broken_version(served, version):
+    (served / f".incoming-{version}").mkdir()
+    (served / f".incoming-{version}" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    os.rename(served / f".incoming-{version}", served / version)
+
+
+def logged(lines, start):
+    return [line for line in lines if line.get("message", "").startswith(start)]
+
+
+def test_polled_versions_are_logged_in_the_apis_own_logs(models, tmp_path):
+    from cortex_runtime import testing
+    served = tmp_path / "served" / "iris"
+    shutil.copytree(models / "iris" / "1", served / "1")
+    with testing.start_api(iris_project(tmp_path / "project", served, poll="100ms")) as api:
+        assert api.post(json=SETOSA).text == "setosa"
+        add_broken_version(served, "3")
+        add_version(models, served, "2")
+        deadline = time.monotonic() + 20
+        start = "loaded model '_cortex_default' of version '2' from "
+        while not logged(api.logs(), start):  # the polling thread's line, in this API's logs
+            assert time.monotonic() < deadline, api.logs()
+            time.sleep(0.1)
+        assert api.post(json=SETOSA).text == "virginica"
+        broken = logged(api.logs(), "cannot load model '_cortex_default' of version '3' from ")
+        assert len(broken) == 1 and broken[0]["levelname"] == "WARNING"
+        assert broken[0]["message"].endswith("(retrying every poll)")
+
+
+def test_polled_versions_are_logged_at_the_apis_log_level(serve, models, tmp_path):
+    served = tmp_path / "served" / "iris"
+    shutil.copytree(models / "iris" / "1", served / "1")
+    project = iris_project(tmp_path / "project", served, poll="100ms")
+    yaml = (project / "cortex.yaml").read_text().replace(
+        "type: tensorflow", "type: tensorflow\n    log_level: warning")
+    (project / "cortex.yaml").write_text(yaml)
+    server = serve(project)
+    add_broken_version(served, "3")
+    server.wait_for_log(lambda line: line.get("message", "").startswith(
+        "cannot load model '_cortex_default' of version '3'"))
+    add_version(models, served, "2")
+    deadline = time.monotonic() + 20
+    while server.post("/iris", json=SETOSA).text != "virginica":
+        assert time.monotonic() < deadline, server.stdout_text()
+        time.sleep(0.1)
+    # the loaded line is INFO: below this API's level, so not written
+    assert "loaded model" not in server.stdout_text()
+
+
 def paths_yaml(models, threads=1):
     return f"""
     - name: probe
