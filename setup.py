@@ -28,7 +28,7 @@ if cflags is None or libs is None:
 compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes",
                 "-Wmissing-prototypes", "-Wvla", "-fvisibility=hidden",
                 "-D_GNU_SOURCE"] + cflags
-link_args = list(libs) + ["-lpthread"]
+link_args = list(libs) + ["-lpthread", "-lm"]  # -lm: fma, frexp (tensor_convert.c)
 if os.environ.get("CORTEX_STRICT") == "1":
     compile_args.append("-Werror")
 if os.environ.get("CORTEX_DEBUG") == "1":

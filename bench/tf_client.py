@@ -101,12 +101,13 @@ def main():
           f"best of {args.rounds} rounds of {args.round_time} s\n")
     print("| batch | prebuilt µs | direct µs | tensorflow_client µs | overhead µs |")
     print("|---:|---:|---:|---:|---:|")
-    worst = rows[0][3] - rows[0][1]  # the target is per call: batch 1; larger batches add
-    for batch, t_direct, t_function, t_client in rows:  # the per-value output conversion
+    worst = max(t_client - t_direct for _, t_direct, _, t_client in rows)  # every batch size
+    for batch, t_direct, t_function, t_client in rows:
         print(f"| {batch} | {t_function:.1f} | {t_direct:.1f} | {t_client:.1f} | "
               f"{t_client - t_direct:+.1f} |")
     verdict = "ok" if worst < TARGET_OVERHEAD_US else "OVER TARGET"
-    print(f"\noverhead (client - direct) at batch 1, target < {TARGET_OVERHEAD_US:.0f} µs per call: {verdict}")
+    print(f"\noverhead (client - direct) at batch 1 and 64, target < {TARGET_OVERHEAD_US:.0f} µs "
+          f"per call: {verdict}")
     return 0 if worst < TARGET_OVERHEAD_US else 1
 
 

@@ -45,6 +45,14 @@ def set_api_level(index: int, name: str) -> None:
     _core.set_log_level(index, LEVELS[name])
 
 
+def current_slot() -> int:
+    """The log slot of the API whose code runs on this thread (-1: none), for a thread that
+    works for that API to take up with set_current_api."""
+    slot = _core.set_current_api(-1)
+    _core.set_current_api(slot)
+    return slot
+
+
 def to_stderr() -> None:
     _core.set_log_fd(2)
 

@@ -10,11 +10,11 @@ imports it).  The remote backend (--tfs-address) is in tfs_remote.py; both backe
     metadata() -> dict              what GET shows as model_metadata
 """
 import base64
-import math
 import os
 import threading
 import time
 
+from . import _core, log
 from .errors import StartupError
 from .log import logger
 
@@ -264,6 +264,9 @@ class LocalBackend:
         self._listeners = []  # called (on the polling thread) when versions came or went
         self._stop = threading.Event()
         self._poller = None
+        # the slot of the API being built: the polling thread logs as that API (its level,
+        # its sink), not as the process
+        self._log_slot = log.current_slot()
         if models.poll_interval and models.poll_interval > 0:
             self._poller = threading.Thread(target=self._poll, name="cortex-model-poll",
                                             daemon=True)
@@ -325,6 +328,7 @@ class LocalBackend:
         return table
 
     def _poll(self):
+        _core.set_current_api(self._log_slot)
         while not self._stop.wait(self.models.poll_interval):
             try:
                 before = _versions_of(self._table)
@@ -446,63 +450,31 @@ def _expected(info):
 
 
 def _floats(flat):
-    """Floats as TensorFlow Serving's JSON gave them: the shortest text that reads back as
-    the same float32/float64, and "NaN", "Infinity", "-Infinity" for the others."""
-    if flat.dtype == np.float64:
-        values = flat.tolist()
-    elif flat.size >= VECTOR_SHORTEST_FROM:
-        values = _shortest_float32(flat.astype(np.float32))
-    else:  # numpy's shortest round-trip text of each float32, as protobuf's JSON
-        values = [float(text) for text in flat.astype(np.float32).astype(str).tolist()]
-    if not np.isfinite(flat).all():
-        values = [v if math.isfinite(v) else ("NaN" if math.isnan(v) else
-                                              "Infinity" if v > 0 else "-Infinity")
-                  for v in values]
-    return values
-
-
-VECTOR_SHORTEST_FROM = 128  # elements; below, per-element text is faster
-
-
-def _shortest_float32(flat):
-    """The same values as the per-element text, computed with array operations: for 6 to 9
-    significant digits (protobuf's ToShortestFloat), x rounded to p digits where that reads
-    back as x; values beyond exact powers of ten (1e±22) take the per-element way."""
-    x = flat.astype(np.float64)
-    result = x.copy()
-    todo = np.isfinite(x) & (x != 0)
-    exponent = np.floor(np.log10(np.abs(np.where(todo, x, 1.0)))).astype(np.int64)
-    slow = np.zeros(x.shape, bool)
-    for digits in (6, 7, 8, 9):
-        shift = (digits - 1) - exponent
-        out_of_range = todo & (np.abs(shift) > 22)
-        slow |= out_of_range
-        todo &= ~out_of_range
-        scale = 10.0 ** np.abs(np.clip(shift, -22, 22))
-        rounded = np.where(shift >= 0, np.round(x * scale) / scale, np.round(x / scale) * scale)
-        hit = todo & (rounded.astype(np.float32) == flat)
-        result[hit] = rounded[hit]
-        todo &= ~hit
-        if not todo.any():
-            break
-    slow |= todo
-    if slow.any():
-        where = np.nonzero(slow)[0]
-        result[where] = [float(text) for text in flat[where].astype(str).tolist()]
-    return result.tolist()
+    """Floats as TensorFlow Serving's JSON gave them (C: _core.float_list): each float32 the
+    double of its shortest text that reads back as the same float32, float64 as itself, and
+    "NaN", "Infinity", "-Infinity" for the values JSON has no number for."""
+    if flat.dtype.char not in "fd" or not flat.dtype.isnative:
+        flat = flat.astype(np.float64 if flat.dtype.itemsize > 4 else np.float32)
+    return _core.float_list(np.ascontiguousarray(flat))
 
 
 def to_list(array):
     """One output as Cortex returned it: a flat list (the shape dropped); int64 and uint64
-    as strings, bytes as base64, floats as floats, ints and bools as themselves."""
+    as strings, bytes as base64, floats as floats, ints and bools as themselves, float16 as
+    the int of its 16 bits."""
     array = np.asarray(array)
     flat = array.reshape(-1)
     kind = flat.dtype.kind
     if kind == "f":
+        if flat.dtype.itemsize == 2:
+            # DT_HALF: TensorFlow Serving puts each value's 16 bits in the int32 half_val, and
+            # Cortex's client (json_format.MessageToDict, then the "halfVal" list) returned
+            # those ints as they were: float16 0.5 is 14336
+            return np.ascontiguousarray(flat, np.float16).view(np.uint16).tolist()
         return _floats(flat)
-    if kind == "c":
-        parts = np.stack([flat.real, flat.imag], axis=-1).reshape(-1)
-        return _floats(parts)
+    if kind == "c":  # (real, imag) pairs, as scomplex_val and dcomplex_val
+        flat = np.ascontiguousarray(flat)
+        return _floats(flat.view(flat.real.dtype))
     if kind in "iu":
         if flat.dtype.itemsize == 8:
             return [str(v) for v in flat.tolist()]

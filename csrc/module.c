@@ -9,6 +9,7 @@
 #include "logger.h"
 #include "metrics_client.h"
 #include "server_type.h"
+#include "tensor_convert.h"
 
 cx_module_state *cx_state_from_module(PyObject *module)
 {
@@ -120,6 +121,8 @@ static PyMethodDef module_methods[] = {
     {"metrics_setup", cx_metrics_setup_py, METH_NOARGS,
      "metrics_setup(): map the metrics registry shared by the worker processes forked after it."},
     {"metrics_text", cx_metrics_text_py, METH_NOARGS, "metrics_text() -> str: the /metrics exposition."},
+    {"float_list", (PyCFunction)(void (*)(void))cx_float_list, METH_FASTCALL,
+     "float_list(buffer, exact=False) -> list: float32/float64 values as Cortex's client gave them."},
     {NULL, NULL, 0, NULL},
 };
 

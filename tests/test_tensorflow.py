@@ -67,6 +67,24 @@ class Kinds(tf.Module):
                 "matrix": tf.reshape(tf.range(4.0), [2, 2])}
 
 
+class MoreKinds(tf.Module):
+    """The dtypes Kinds leaves out: float16, the small ints, unsigned ints, text made by the
+    model."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def serve(self, x):
+        return {"half": tf.cast(x, tf.float16),
+                "int8": tf.cast(x * 100.0, tf.int8),
+                "int16": tf.cast(x * 1000.0, tf.int16)[None, :],
+                "uint8": tf.cast(tf.abs(x) * 100.0, tf.uint8),
+                "uint16": tf.cast(tf.abs(x) * 1000.0, tf.uint16),
+                "uint32": tf.cast(tf.abs(x) * 1000.0, tf.uint32),
+                "uint64": tf.cast(tf.abs(x) * 1000.0, tf.uint64),
+                "float64": tf.cast(x, tf.float64) * 0.1,
+                "text": tf.strings.as_string(x, precision=1),
+                "positive": tf.reshape(x > 0, [-1, 1])}
+
+
 class TwoSignatures(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
     def total(self, x):
@@ -101,6 +119,8 @@ def models(tmp_path_factory):
     save(iris2, root / "iris" / "2", {"serving_default": iris2.serve})
     kinds = Kinds()
     save(kinds, root / "kinds" / "1", {"serving_default": kinds.serve})
+    more = MoreKinds()
+    save(more, root / "more-kinds" / "1", {"serving_default": more.serve})
     two = TwoSignatures()
     save(two, root / "predict-and-other" / "1", {"predict": two.total, "other": two.first})
     save(two, root / "neither" / "1", {"a": two.total, "b": two.first})
@@ -213,10 +233,37 @@ def test_outputs_are_flat_lists_int64_as_strings_bytes_as_base64(paths_client):
     json.dumps(out, allow_nan=False)  # plain JSON
 
 
+MORE_KINDS_INPUT = {"x": [0.5, -1.0, 0.1]}
+MORE_KINDS_OUTPUT = {
+    # float16 as the 16 bits TF Serving's half_val carried, which Cortex passed on as ints
+    "half": [0x3800, 0xBC00, 0x2E66],
+    "int8": [50, -100, 10],
+    "int16": [500, -1000, 100],
+    "uint8": [50, 100, 10],
+    "uint16": [500, 1000, 100],
+    "uint32": [500, 1000, 100],
+    "uint64": ["500", "1000", "100"],
+    "float64": [0.05, -0.1, float(np.float32(0.1)) * 0.1],
+    "text": [base64.b64encode(t).decode() for t in (b"0.5", b"-1.0", b"0.1")],
+    "positive": [True, False, True],
+}
+
+
+def test_outputs_of_the_other_dtypes(models):
+    client = local_client({"path": "more-kinds", "poll_interval": 0}, models)
+    out = client.predict(MORE_KINDS_INPUT)
+    assert out == MORE_KINDS_OUTPUT
+    assert [type(v) for v in out["half"]] == [int] * 3
+    assert np.array(out["half"], np.uint16).view(np.float16).tolist() == [0.5, -1.0, 0.0999755859375]
+    json.dumps(out, allow_nan=False)
+
+
 def test_to_list_rules_for_other_dtypes():
     assert tfc.to_list(np.array([[1, 2]], dtype=np.uint64)) == ["1", "2"]
     assert tfc.to_list(np.array([1, 2], dtype=np.uint8)) == [1, 2]
-    assert tfc.to_list(np.array([0.5], dtype=np.float16)) == [0.5]
+    assert tfc.to_list(np.array([0.5, -0.0, np.inf, np.nan], dtype=np.float16)) == [
+        0x3800, 0x8000, 0x7C00, 0x7E00]
+    assert tfc.to_list(np.array([0.5], dtype=">f2")) == [0x3800]
     assert tfc.to_list(np.array([1 + 2j], dtype=np.complex64)) == [1.0, 2.0]
     assert tfc.to_list(np.float32(0.1)) == [0.1]
 
@@ -403,6 +450,61 @@ def test_cortex_iris_predictor_runs_unchanged_and_sees_new_versions(serve, model
         time.sleep(0.1)
 
 
+def add_version(models, served, version):
+    """Drops iris version `version` into served (written aside, then renamed in)."""
+    shutil.copytree(models / "iris" / version, served / f".incoming-{version}")
+    os.rename(served / f".incoming-{version}", served / version)
+
+
+def add_broken_version(served, version):
+    (served / f".incoming-{version}").mkdir()
+    (served / f".incoming-{version}" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    os.rename(served / f".incoming-{version}", served / version)
+
+
+def logged(lines, start):
+    return [line for line in lines if line.get("message", "").startswith(start)]
+
+
+def test_polled_versions_are_logged_in_the_apis_own_logs(models, tmp_path):
+    from cortex_runtime import testing
+    served = tmp_path / "served" / "iris"
+    shutil.copytree(models / "iris" / "1", served / "1")
+    with testing.start_api(iris_project(tmp_path / "project", served, poll="100ms")) as api:
+        assert api.post(json=SETOSA).text == "setosa"
+        add_broken_version(served, "3")
+        add_version(models, served, "2")
+        deadline = time.monotonic() + 20
+        start = "loaded model '_cortex_default' of version '2' from "
+        while not logged(api.logs(), start):  # the polling thread's line, in this API's logs
+            assert time.monotonic() < deadline, api.logs()
+            time.sleep(0.1)
+        assert api.post(json=SETOSA).text == "virginica"
+        broken = logged(api.logs(), "cannot load model '_cortex_default' of version '3' from ")
+        assert len(broken) == 1 and broken[0]["levelname"] == "WARNING"
+        assert broken[0]["message"].endswith("(retrying every poll)")
+
+
+def test_polled_versions_are_logged_at_the_apis_log_level(serve, models, tmp_path):
+    served = tmp_path / "served" / "iris"
+    shutil.copytree(models / "iris" / "1", served / "1")
+    project = iris_project(tmp_path / "project", served, poll="100ms")
+    yaml = (project / "cortex.yaml").read_text().replace(
+        "type: tensorflow", "type: tensorflow\n    log_level: warning")
+    (project / "cortex.yaml").write_text(yaml)
+    server = serve(project)
+    add_broken_version(served, "3")
+    server.wait_for_log(lambda line: line.get("message", "").startswith(
+        "cannot load model '_cortex_default' of version '3'"))
+    add_version(models, served, "2")
+    deadline = time.monotonic() + 20
+    while server.post("/iris", json=SETOSA).text != "virginica":
+        assert time.monotonic() < deadline, server.stdout_text()
+        time.sleep(0.1)
+    # the loaded line is INFO: below this API's level, so not written
+    assert "loaded model" not in server.stdout_text()
+
+
 def paths_yaml(models, threads=1):
     return f"""
     - name: probe
@@ -557,7 +659,8 @@ def start_prediction_service(backend):
 def prediction_service(models):
     """A stand-in for TensorFlow Serving with iris and kinds (TFS cannot be installed here)."""
     backend = tfc.LocalBackend(tfc.Models.from_mapping(
-        {"paths": [{"name": "iris", "path": "iris"}, {"name": "kinds", "path": "kinds"}],
+        {"paths": [{"name": "iris", "path": "iris"}, {"name": "kinds", "path": "kinds"},
+                   {"name": "more-kinds", "path": "more-kinds"}],
          "poll_interval": 0}, str(models)))
     server, port = start_prediction_service(backend)
     yield f"127.0.0.1:{port}"
@@ -583,6 +686,13 @@ def test_remote_backend_path_model_is_named_by_its_folder(models, prediction_ser
         "missing key 'petal_length' for model 'iris' of version '1'")
     assert error_of(lambda: client.predict(SETOSA, model_version="9")) == (
         "model 'iris' of version '9' couldn't be found")
+
+
+def test_remote_backend_gives_the_other_dtypes_alike(models, prediction_service):
+    from cortex_runtime.tfs_remote import RemoteBackend
+    mapping = tfc.Models.from_mapping({"path": "more-kinds"}, str(models))
+    client = tfc.TensorFlowClient(mapping, RemoteBackend(prediction_service, mapping))
+    assert client.predict(MORE_KINDS_INPUT) == MORE_KINDS_OUTPUT
 
 
 def paths_probe(models, name, version):
