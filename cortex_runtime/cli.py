@@ -1,5 +1,6 @@
 """python -m cortex_runtime {serve,validate,predict}: argparse and exit codes only."""
 import argparse
+import faulthandler
 import sys
 
 from .errors import StartupError
@@ -93,6 +94,9 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # a crash in native code (a predictor's C extension) then leaves the Python traceback of
+    # the call that crashed on stderr before the process dies of its signal, as it would anyway
+    faulthandler.enable()
     from . import serve as lifecycle  # after parsing, so --help never needs the C core
 
     try:

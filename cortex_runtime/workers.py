@@ -43,9 +43,21 @@ def bind(host, port):
     return sock
 
 
+def _signal_name(status):
+    """SIGSEGV, SIGKILL...; None when the process exited by itself."""
+    if not os.WIFSIGNALED(status):
+        return None
+    number = os.WTERMSIG(status)
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name of its own
+        return str(number)
+
+
 def _describe(status):
-    if os.WIFSIGNALED(status):
-        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    name = _signal_name(status)
+    if name is not None:
+        return f"was killed by signal {name}"
     return f"exited with code {os.WEXITSTATUS(status)}"
 
 
@@ -144,8 +156,14 @@ class Supervisor:
                     self.startup_error = f"worker {worker.slot} {_describe(status)} during start-up"
                 continue
             self.shared_ready[0] = 0
-            logger.error(f"worker {worker.slot} (pid {pid}) {_describe(status)}: starting a new one",
-                         extra={"worker": worker.slot, "pid": pid})
+            fields = {"worker": worker.slot, "pid": pid}
+            name = _signal_name(status)
+            if name is not None:
+                fields["signal"] = name
+            else:
+                fields["exit_code"] = os.WEXITSTATUS(status)
+            logger.error(f"worker {worker.slot} (pid {pid}) {_describe(status)} and is being restarted",
+                         extra=fields)
             self.respawn_at[worker.slot] = max(time.monotonic(), worker.started + RESTART_BACKOFF)
 
     def run(self) -> int:
