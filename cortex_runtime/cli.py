@@ -61,6 +61,9 @@ def build_parser():
                        help="largest request body (default 64 MiB); larger gets 413")
     serve.add_argument("--idle-timeout", type=_positive_int, default=60, metavar="SECONDS",
                        help="close idle or stalled connections after this long (default 60)")
+    serve.add_argument("--max-connections", type=_positive_int, metavar="N",
+                       help="connections each process holds open at once (default 16384, fewer when the "
+                            "open-file limit is lower); more wait in the listen backlog")
     serve.add_argument("--grace-period", type=float, default=30.0, metavar="SECONDS",
                        help="how long in-flight requests may finish after SIGTERM (default 30)")
     serve.add_argument("--startup-timeout", type=_seconds, default=300.0, metavar="SECONDS",

@@ -966,6 +966,7 @@ int cx_server_start(const cx_server_config *config, cx_server **out, char *err, 
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s, /* first, or MHD logs to stderr itself */
         MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
+        MHD_OPTION_CONNECTION_LIMIT, config->max_connections ? config->max_connections : (unsigned)FD_SETSIZE - 4,
         /* libmicrohttpd zeroes a connection's pool for every request: keep it to what
          * headers need (larger headers get 431) */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,

@@ -66,7 +66,8 @@ static int get_item(PyObject *dict, const char *key, PyObject **out)
     return 0;
 }
 
-/* Server(host, port, max_body_size, idle_timeout, access_log, apis): binds and starts.
+/* Server(host, port, max_body_size, idle_timeout, access_log, apis, listen_fd=-1,
+ * max_connections=0): binds and starts.
  * apis: list of dicts with name, endpoint, get_body (bytes), max_concurrency,
  * predict_args (names), post_predict_args (names or None); optional: log_slot,
  * max_batch_size, batch_interval, async (AsyncAPI: its predict_args may name the internal
@@ -74,17 +75,19 @@ static int get_item(PyObject *dict, const char *key, PyObject **out)
 static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host", "port", "max_body_size", "idle_timeout", "access_log", "apis",
-                             "listen_fd", NULL};
+                             "listen_fd", "max_connections", NULL};
     const char *host;
     unsigned int port, idle_timeout;
     unsigned long long max_body;
     int access_log;
     int listen_fd = -1;
+    unsigned int max_connections = 0;
     PyObject *apis;
     CxServerObject *self = NULL;
     cx_api_config *configs = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!|i", kwlist, &host, &port, &max_body,
-                                     &idle_timeout, &access_log, &PyList_Type, &apis, &listen_fd))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!|iI", kwlist, &host, &port, &max_body,
+                                     &idle_timeout, &access_log, &PyList_Type, &apis, &listen_fd,
+                                     &max_connections))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(apis);
     self = (CxServerObject *)type->tp_alloc(type, 0);
@@ -159,6 +162,7 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         .n_apis = (size_t)n,
         .apis = configs,
         .listen_fd = listen_fd,
+        .max_connections = max_connections,
     };
     char err[256] = "";
     if (cx_bridge_start_server(&config, &self->server, err, sizeof err) != 0) {
@@ -386,7 +390,7 @@ static PyType_Slot server_slots[] = {
     {Py_tp_clear, server_clear},
     {Py_tp_methods, server_methods},
     {Py_tp_getset, server_getset},
-    {Py_tp_doc, "Server(host, port, max_body_size, idle_timeout, access_log, apis)"},
+    {Py_tp_doc, "Server(host, port, max_body_size, idle_timeout, access_log, apis, listen_fd=-1, max_connections=0)"},
     {0, NULL},
 };
 
