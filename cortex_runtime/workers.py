@@ -2,6 +2,7 @@
 builds its own C server on the shared socket and runs __init__.  /healthz is 200 only while
 every worker is ready (a flag in shared memory the supervisor sets); a worker that dies is
 logged and replaced; SIGTERM drains them all."""
+import ctypes
 import errno
 import mmap
 import os
@@ -17,6 +18,7 @@ from .log import logger
 READY = b"R"
 FAILED = b"E"
 RESTART_BACKOFF = 1.0  # a worker that dies at once is not re-forked in a tight loop
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
 class _Worker:
@@ -54,6 +56,19 @@ def _signal_name(status):
         return str(number)
 
 
+def _die_with_parent(parent):
+    """A worker must not outlive its supervisor (SIGKILLed, OOM-killed): it would go on holding
+    the port, unsupervised, so a new serve could not start.  Linux sends it SIGTERM, which
+    drains it like any stop."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: nothing to ask for
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _describe(status):
     name = _signal_name(status)
     if name is not None:
@@ -78,18 +93,20 @@ class Supervisor:
 
     def spawn(self, slot):
         read_fd, write_fd = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            self._child(write_fd)  # never returns
+            self._child(write_fd, parent)  # never returns
         os.close(write_fd)
         self.workers[pid] = _Worker(slot, pid, read_fd)
 
-    def _child(self, report_fd):
+    def _child(self, report_fd, parent):
         code = 1
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _die_with_parent(parent)
             code = self.run_worker(self.sock.fileno(), self.shared_ready,
                                    lambda: os.write(report_fd, READY))
         except StartupError as e:

@@ -131,3 +131,27 @@ def test_with_one_process_a_segfault_ends_serve(simple_project, serve):
     assert 'predictor.py", line 7 in predict' in stderr
     with pytest.raises(requests.exceptions.ConnectionError):
         fresh(server)
+
+
+def gone(pid):
+    """The process has exited (a zombie left for an init that does not reap counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(simple_project, serve):
+    server = serve(simple_project(CRASHER, yaml=workers_yaml(2).replace("pids", "echo")),
+                   "--no-access-log")
+    workers = {fresh(server).json()["pid"] for _ in range(40)}
+    assert len(workers) == 2
+    server.proc.kill()  # SIGKILL: the supervisor gets no chance to stop them itself
+    server.proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in workers if not gone(pid)] == []
+    with pytest.raises(requests.exceptions.ConnectionError):  # nobody holds the port any more
+        fresh(server)
