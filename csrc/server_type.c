@@ -7,6 +7,7 @@
 #include "log.h"
 #include "payload.h"
 #include "server.h"
+#include "alloc_count.h"
 
 typedef struct {
     PyObject_HEAD
@@ -51,7 +52,7 @@ static void server_dealloc(CxServerObject *self)
     server_clear(self);
     if (self->shared_ready.obj)
         PyBuffer_Release(&self->shared_ready);
-    PyMem_Free(self->handlers);
+    CX_PYMEM_FREE(CX_ALLOC_HANDLERS, self->handlers);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
 }
@@ -93,8 +94,8 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     self = (CxServerObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->handlers = PyMem_Calloc(n ? (size_t)n : 1, sizeof *self->handlers);
-    configs = PyMem_Calloc(n ? (size_t)n : 1, sizeof *configs);
+    self->handlers = CX_PYMEM_CALLOC(CX_ALLOC_HANDLERS, n ? (size_t)n : 1, sizeof *self->handlers);
+    configs = CX_PYMEM_CALLOC(CX_ALLOC_HANDLERS, n ? (size_t)n : 1, sizeof *configs);
     if (self->handlers == NULL || configs == NULL) {
         PyErr_NoMemory();
         goto error;
@@ -169,10 +170,10 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         PyErr_SetString(PyExc_OSError, err);
         goto error;
     }
-    PyMem_Free(configs);
+    CX_PYMEM_FREE(CX_ALLOC_HANDLERS, configs);
     return (PyObject *)self;
 error:
-    PyMem_Free(configs);
+    CX_PYMEM_FREE(CX_ALLOC_HANDLERS, configs);
     Py_XDECREF(self);
     return NULL;
 }
@@ -425,7 +426,7 @@ PyObject *cx_call_predictor(PyObject *module, PyObject *args, PyObject *kwargs)
     snprintf(req->request_id, sizeof req->request_id, "%s", request_id);
     if (content_type != Py_None) {
         const char *ct = PyUnicode_AsUTF8(content_type);
-        if (ct == NULL || (req->content_type = strdup(ct)) == NULL)
+        if (ct == NULL || (req->content_type = CX_STRDUP(CX_ALLOC_REQUEST_FIELD, ct)) == NULL)
             goto done;
     }
     cx_buf_init(&req->body, 0);
