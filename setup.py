@@ -31,6 +31,9 @@ compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes
 link_args = list(libs) + ["-lpthread", "-lm"]  # -lm: fma, frexp (tensor_convert.c)
 if os.environ.get("CORTEX_STRICT") == "1":
     compile_args.append("-Werror")
+if os.environ.get("CORTEX_DEBUG_ALLOC") == "1":
+    # live-allocation counters per kind (csrc/alloc_count.h), read by _core._alloc_counts()
+    compile_args.append("-DCORTEX_ALLOC_COUNTERS")
 if os.environ.get("CORTEX_DEBUG") == "1":
     compile_args += ["-O0", "-g3", "-UNDEBUG"]
 sanitize = os.environ.get("CORTEX_SANITIZE")

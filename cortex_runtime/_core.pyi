@@ -37,7 +37,8 @@ class MetricsClient:
 class Server:
     port: int
     def __init__(self, host: str, port: int, max_body_size: int, idle_timeout: int, access_log: bool,
-                 apis: list[dict[str, Any]], listen_fd: int = -1, request_timeout: float = 0.0) -> None: ...
+                 apis: list[dict[str, Any]], listen_fd: int = -1, request_timeout: float = 0.0,
+                 max_connections: int = 0) -> None: ...
     def set_handler(self, index: int, predict: Callable[..., Any],
                     post_predict: Optional[Callable[..., Any]] = None) -> None: ...
     def set_async_handler(self, index: int, submit: Callable[..., Any],

@@ -1,5 +1,6 @@
 """python -m cortex_runtime {serve,validate,predict}: argparse and exit codes only."""
 import argparse
+import faulthandler
 import sys
 
 from .errors import StartupError
@@ -63,6 +64,9 @@ def build_parser():
     serve.add_argument("--request-timeout", type=_seconds, default=0.0, metavar="SECONDS",
                        help="answer 504 when predict has not answered a request this long after it was "
                             "received (default 0 = no limit); the predict call itself runs on")
+    serve.add_argument("--max-connections", type=_positive_int, metavar="N",
+                       help="connections each process holds open at once (default 16384, fewer when the "
+                            "open-file limit is lower); more wait in the listen backlog")
     serve.add_argument("--grace-period", type=float, default=30.0, metavar="SECONDS",
                        help="how long in-flight requests may finish after SIGTERM (default 30)")
     serve.add_argument("--startup-timeout", type=_seconds, default=300.0, metavar="SECONDS",
@@ -96,6 +100,9 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # a crash in native code (a predictor's C extension) then leaves the Python traceback of
+    # the call that crashed on stderr before the process dies of its signal, as it would anyway
+    faulthandler.enable()
     from . import serve as lifecycle  # after parsing, so --help never needs the C core
 
     try:

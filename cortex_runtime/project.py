@@ -122,7 +122,8 @@ def parse_ignore_rule(line: str):
     if negated:
         line = line[1:]
     directories_only = line.endswith("/")
-    line = line.rstrip("/")
+    if directories_only:
+        line = line[:-1]  # one slash only, as git: "dir//" is "dir/" that must be a directory
     if not line:
         return None
     # A slash at the start or in the middle anchors the pattern to the root; otherwise it
@@ -148,19 +149,45 @@ def strip_trailing_spaces(line: str) -> str:
     return line[:end]
 
 
+def split_segments(pattern: str) -> list:
+    """The pattern cut at its slashes: [(segment, the separator after it)], the separator "/",
+    "\\/" (an escaped slash: a literal one, which git's wildmatch matches as any other) or
+    "" after the last.  A slash inside a bracket class cuts nothing: the class is one
+    character of a name (one that is never "/")."""
+    parts = []
+    start = i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            if pattern[i + 1] == "/":
+                parts.append((pattern[start:i], "\\/"))
+                start = i + 2
+            i += 2
+        elif char == "[":
+            i = translate_bracket(pattern, i)[1]  # an unclosed one runs to the end
+        elif char == "/":
+            parts.append((pattern[start:i], "/"))
+            start = i = i + 1
+        else:
+            i += 1
+    parts.append((pattern[start:], ""))
+    return parts
+
+
 def translate_glob(pattern: str) -> str:
     """A gitignore glob (no leading or trailing slash) as a regex over '/'-separated paths."""
-    segments = pattern.split("/")
     regex = []
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if segment == "**":
-            # "**/" matches zero or more directories; a final "/**" everything inside.
-            regex.append(".*" if last else "(?:.*/)?")
+    for segment, separator in split_segments(pattern):
+        if len(segment) >= 2 and segment.strip("*") == "":
+            # a "**" of its own (between slashes, escaped or not): anything, slashes included
+            if separator == "/":
+                regex.append("(?:.*/)?")  # "**/" also matches no directory at all
+            else:
+                # at the end, everything inside; before an escaped slash git's wildmatch
+                # takes no zero-directory shortcut, so a/**\/b needs one between
+                regex.append(".*" + ("/" if separator else ""))
         else:
-            regex.append(translate_segment(segment))
-            if not last:
-                regex.append("/")
+            regex.append(translate_segment(segment) + ("/" if separator else ""))
     return "".join(regex)
 
 
@@ -172,6 +199,10 @@ def translate_segment(segment: str) -> str:
         if char == "\\" and i + 1 < len(segment):
             regex.append(re.escape(segment[i + 1]))
             i += 2
+        elif char == "\\":
+            # a backslash that escapes nothing (the pattern's last character): git's wildmatch
+            # then fails the whole pattern
+            return "(?!)"
         elif char == "*":
             while i < len(segment) and segment[i] == "*":
                 i += 1  # "**" inside a name is a plain "*"

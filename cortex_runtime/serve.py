@@ -2,6 +2,7 @@
 classes -> C server -> __init__ -> ready -> work -> drain."""
 import json
 import os
+import resource
 import signal
 import sys
 import tempfile
@@ -22,6 +23,10 @@ from .workers import Supervisor
 
 GET_MESSAGE = {"message": "make a prediction by sending a post request to this endpoint with a json payload"}
 DEFAULT_GRACE_PERIOD = 30.0
+DEFAULT_MAX_CONNECTIONS = 16384
+# descriptors a serving process needs besides its connections: Python, the listening socket,
+# the server's epoll and eventfds, log and SQLite files, whatever a predictor opens
+FD_HEADROOM = 128
 
 
 class Prepared:
@@ -194,7 +199,32 @@ def set_handler(server, prepared, index, instance):
     server.set_handler(index, instance.predict, post_predict)
 
 
+def connection_limit(requested=None) -> int:
+    """How many connections a serving process may hold: requested (default
+    DEFAULT_MAX_CONNECTIONS), raising the soft RLIMIT_NOFILE towards the hard one to fit them
+    (many systems start processes at a soft 1024), and lowered to what the limit then allows
+    so libmicrohttpd never runs out of descriptors (it would stop accepting for a while)."""
+    wanted = requested or DEFAULT_MAX_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new_soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+            soft = new_soft
+        except (ValueError, OSError):  # e.g. above the kernel's nr_open: keep the old limit
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    allowed = max(1, soft - FD_HEADROOM)
+    if requested:
+        logger.warning(f"--max-connections {requested} is more than the open-file limit allows "
+                       f"(RLIMIT_NOFILE {soft}, hard {hard}): holding at most {allowed} connections")
+    return allowed
+
+
 def serve(args) -> int:
+    args.max_connections = connection_limit(getattr(args, "max_connections", None))
     overrides = {"processes": args.processes, "threads": args.threads, "log_level": args.log_level}
     prepared = prepare(args.path, args.api, overrides, args.log_level)
     try:
@@ -243,7 +273,8 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
         server = _core.Server(host=args.host, port=args.port, max_body_size=args.max_body_size,
                               idle_timeout=args.idle_timeout, access_log=not args.no_access_log,
                               apis=api_entries, listen_fd=listen_fd,
-                              request_timeout=getattr(args, "request_timeout", 0.0) or 0.0)
+                              request_timeout=getattr(args, "request_timeout", 0.0) or 0.0,
+                              max_connections=getattr(args, "max_connections", 0) or 0)
     except OSError as e:
         async_runtime.close()
         raise StartupError(str(e)) from None

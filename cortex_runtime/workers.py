@@ -2,6 +2,7 @@
 builds its own C server on the shared socket and runs __init__.  /healthz is 200 only while
 every worker is ready (a flag in shared memory the supervisor sets); a worker that dies is
 logged and replaced; SIGTERM drains them all."""
+import ctypes
 import errno
 import mmap
 import os
@@ -17,6 +18,7 @@ from .log import logger
 READY = b"R"
 FAILED = b"E"
 RESTART_BACKOFF = 1.0  # a worker that dies at once is not re-forked in a tight loop
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
 class _Worker:
@@ -43,9 +45,34 @@ def bind(host, port):
     return sock
 
 
+def _signal_name(status):
+    """SIGSEGV, SIGKILL...; None when the process exited by itself."""
+    if not os.WIFSIGNALED(status):
+        return None
+    number = os.WTERMSIG(status)
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name of its own
+        return str(number)
+
+
+def _die_with_parent(parent):
+    """A worker must not outlive its supervisor (SIGKILLed, OOM-killed): it would go on holding
+    the port, unsupervised, so a new serve could not start.  Linux sends it SIGTERM, which
+    drains it like any stop."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: nothing to ask for
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _describe(status):
-    if os.WIFSIGNALED(status):
-        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    name = _signal_name(status)
+    if name is not None:
+        return f"was killed by signal {name}"
     return f"exited with code {os.WEXITSTATUS(status)}"
 
 
@@ -69,18 +96,20 @@ class Supervisor:
         # with no worker ready nobody else could answer: the new one serves during its __init__
         join_early = not any(w.ready for w in self.workers.values())
         read_fd, write_fd = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            self._child(write_fd, join_early)  # never returns
+            self._child(write_fd, parent, join_early)  # never returns
         os.close(write_fd)
         self.workers[pid] = _Worker(slot, pid, read_fd)
 
-    def _child(self, report_fd, join_early):
+    def _child(self, report_fd, parent, join_early):
         code = 1
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _die_with_parent(parent)
             code = self.run_worker(self.sock.fileno(), self.shared_ready,
                                    lambda: os.write(report_fd, READY), join_early)
         except StartupError as e:
@@ -155,8 +184,14 @@ class Supervisor:
                     self.startup_error = f"worker {worker.slot} {_describe(status)} during start-up"
                 continue
             self.shared_ready[0] = 0
-            logger.error(f"worker {worker.slot} (pid {pid}) {_describe(status)}: starting a new one",
-                         extra={"worker": worker.slot, "pid": pid})
+            fields = {"worker": worker.slot, "pid": pid}
+            name = _signal_name(status)
+            if name is not None:
+                fields["signal"] = name
+            else:
+                fields["exit_code"] = os.WEXITSTATUS(status)
+            logger.error(f"worker {worker.slot} (pid {pid}) {_describe(status)} and is being restarted",
+                         extra=fields)
             self.respawn_at[worker.slot] = max(time.monotonic(), worker.started + RESTART_BACKOFF)
 
     def run(self) -> int:

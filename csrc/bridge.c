@@ -5,6 +5,7 @@
 #include "log.h"
 #include "payload.h"
 #include "server.h"
+#include "alloc_count.h"
 
 static const char *const arg_names[CX_N_ARGS] = {"payload", "request_id", "query_params", "headers",
                                                  "response",  "body",       "content_type"};
@@ -300,7 +301,7 @@ void cx_bridge_predict_batch(cx_module_state *state, const cx_handler *h, cx_req
 {
     PyObject *lists[CX_N_ARGS] = {NULL};
     PyObject *result = NULL;
-    size_t *live = PyMem_Malloc(n * sizeof *live);
+    size_t *live = CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, n * sizeof *live);
     size_t n_live = 0;
     cx_log_set_current_slot(h->log_slot);
     if (live == NULL) {
@@ -358,7 +359,7 @@ done:
     for (int a = 0; a < CX_N_ARGS; a++)
         Py_XDECREF(lists[a]);
     Py_XDECREF(result);
-    PyMem_Free(live);
+    CX_PYMEM_FREE(CX_ALLOC_SCRATCH, live);
     cx_log_set_current_slot(-1);
 }
 
@@ -457,7 +458,7 @@ static void complete(cx_server *server, cx_request *req, int defer_wake)
 static void work_batch(cx_module_state *state, cx_server *server, const cx_handler *h, cx_request *req)
 {
     cx_request *stack_batch[64];
-    cx_request **batch = h->max_batch_size <= 64 ? stack_batch : PyMem_Malloc(h->max_batch_size * sizeof *batch);
+    cx_request **batch = h->max_batch_size <= 64 ? stack_batch : CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, h->max_batch_size * sizeof *batch);
     if (batch == NULL) {
         PyErr_Clear();
         cx_bridge_predict(state, h, req);
@@ -474,7 +475,7 @@ static void work_batch(cx_module_state *state, cx_server *server, const cx_handl
     for (size_t i = 0; i < n; i++)
         complete(server, batch[i], 0);
     if (batch != stack_batch)
-        PyMem_Free(batch);
+        CX_PYMEM_FREE(CX_ALLOC_SCRATCH, batch);
 }
 
 PyObject *cx_bridge_work(cx_module_state *state, cx_server *server, const cx_handler *handlers, int only_async)

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc_count.h"
+
 void cx_buf_init(cx_buf *buf, size_t limit)
 {
     buf->data = NULL;
@@ -19,7 +21,7 @@ static int grow(cx_buf *buf, size_t needed)
             return CX_BUF_NOMEM;
         cap *= 2;
     }
-    char *data = realloc(buf->data, cap);
+    char *data = CX_REALLOC(CX_ALLOC_BUF, buf->data, cap);
     if (data == NULL)
         return CX_BUF_NOMEM;
     buf->data = data;
@@ -60,6 +62,7 @@ int cx_buf_append_char(cx_buf *buf, char c)
 char *cx_buf_steal(cx_buf *buf, size_t *len)
 {
     char *data = buf->data;
+    CX_RETAG(CX_ALLOC_BUF, CX_ALLOC_BODY, data); /* what is stolen is always a response body */
     if (len)
         *len = buf->len;
     buf->data = NULL;
@@ -70,7 +73,7 @@ char *cx_buf_steal(cx_buf *buf, size_t *len)
 
 void cx_buf_free(cx_buf *buf)
 {
-    free(buf->data);
+    CX_FREE(CX_ALLOC_BUF, buf->data);
     buf->data = NULL;
     buf->len = 0;
     buf->cap = 0;

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alloc_count.h"
+
 typedef struct {
     const unsigned char *start;
     const unsigned char *p;
@@ -190,7 +192,7 @@ static PyObject *parse_string(decoder *d, int is_key)
     /* escapes: rebuild as UTF-8 (never longer than the source) and decode that */
     size_t cap = (size_t)(end - begin);
     unsigned char stack_buf[256];
-    unsigned char *buf = cap <= sizeof stack_buf ? stack_buf : PyMem_Malloc(cap);
+    unsigned char *buf = cap <= sizeof stack_buf ? stack_buf : CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, cap);
     if (buf == NULL) {
         PyErr_NoMemory();
         return NULL;
@@ -270,7 +272,7 @@ static PyObject *parse_string(decoder *d, int is_key)
     result = PyUnicode_DecodeUTF8((const char *)buf, (Py_ssize_t)(o - buf), "surrogatepass");
 done:
     if (buf != stack_buf)
-        PyMem_Free(buf);
+        CX_PYMEM_FREE(CX_ALLOC_SCRATCH, buf);
     return result;
 }
 
@@ -398,7 +400,7 @@ static PyObject *parse_number(decoder *d)
     }
     /* the rare long numbers: copy out NUL-terminated and let Python parse them exactly */
     char stack_buf[64];
-    char *text = n < sizeof stack_buf ? stack_buf : PyMem_Malloc(n + 1);
+    char *text = n < sizeof stack_buf ? stack_buf : CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, n + 1);
     if (text == NULL) {
         PyErr_NoMemory();
         return NULL;
@@ -413,7 +415,7 @@ static PyObject *parse_number(decoder *d)
         result = PyLong_FromString(text, NULL, 10);
     }
     if (text != stack_buf)
-        PyMem_Free(text);
+        CX_PYMEM_FREE(CX_ALLOC_SCRATCH, text);
     if (result == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
         /* Python's limit on int digits: a client error, as json.loads reports it */
         PyErr_Clear();

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alloc_count.h"
+
 /* Containers deeper than this are checked against the path for cycles; a cycle repeats
  * forever, so it is always found, and shallow documents never pay for the check. */
 #define CYCLE_CHECK_DEPTH 64
@@ -277,14 +279,14 @@ static int enter(encoder *e, PyObject *container)
         return -1;
     if (e->depth == e->path_cap) {
         int cap = e->path_cap * 2;
-        PyObject **path = PyMem_Malloc((size_t)cap * sizeof *path);
+        PyObject **path = CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, (size_t)cap * sizeof *path);
         if (path == NULL) {
             Py_LeaveRecursiveCall();
             return nomem();
         }
         memcpy(path, e->path, (size_t)e->depth * sizeof *path);
         if (e->path != e->small_path)
-            PyMem_Free(e->path);
+            CX_PYMEM_FREE(CX_ALLOC_SCRATCH, e->path);
         e->path = path;
         e->path_cap = cap;
     }
@@ -468,7 +470,7 @@ int cx_json_encode_ex(PyObject *obj, cx_buf *out, int str_fallback)
     e.path = e.small_path;
     int rc = encode(&e, obj);
     if (e.path != e.small_path)
-        PyMem_Free(e.path);
+        CX_PYMEM_FREE(CX_ALLOC_SCRATCH, e.path);
     return rc;
 }
 

@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "alloc_count.h"
 #include "buf.h"
 #include "json_decode.h"
 #include "json_encode.h"
@@ -101,7 +102,34 @@ static PyObject *json_dumps(PyObject *module, PyObject *obj)
     return text;
 }
 
+#ifdef CORTEX_ALLOC_COUNTERS
+/* _alloc_counts() -> {kind: live allocations}: only in builds with the counters. */
+static PyObject *alloc_counts(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    PyObject *counts = PyDict_New();
+    if (counts == NULL)
+        return NULL;
+    for (int kind = 0; kind < CX_ALLOC_KINDS; kind++) {
+        PyObject *live = PyLong_FromLong(cx_alloc_live((cx_alloc_kind)kind));
+        /* SetItemString does not steal: live is ours to release either way */
+        int rc = live ? PyDict_SetItemString(counts, cx_alloc_kind_name((cx_alloc_kind)kind), live) : -1;
+        Py_XDECREF(live);
+        if (rc < 0) {
+            Py_DECREF(counts);
+            return NULL;
+        }
+    }
+    return counts;
+}
+#endif
+
 static PyMethodDef module_methods[] = {
+#ifdef CORTEX_ALLOC_COUNTERS
+    {"_alloc_counts", alloc_counts, METH_NOARGS,
+     "_alloc_counts() -> {kind: live count} of the C core's allocations (debug builds only)."},
+#endif
     {"json_loads", (PyCFunction)json_loads, METH_O, "json_loads(bytes | str) -> value (strict RFC 8259)."},
     {"json_dumps", (PyCFunction)json_dumps, METH_O, "json_dumps(obj) -> str, as json.dumps(obj)."},
     {"install_helpers", (PyCFunction)(void (*)(void))install_helpers, METH_VARARGS | METH_KEYWORDS,

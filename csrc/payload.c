@@ -8,20 +8,21 @@
 #include "json_decode.h"
 #include "json_encode.h"
 #include "log.h"
+#include "alloc_count.h"
 
 int cx_response_set(cx_request *req, int status, const char *media_type, const char *body, size_t len)
 {
-    char *copy = malloc(len + 1);
-    char *type = media_type ? strdup(media_type) : NULL;
+    char *copy = CX_MALLOC(CX_ALLOC_BODY, len + 1);
+    char *type = media_type ? CX_STRDUP(CX_ALLOC_REQUEST_FIELD, media_type) : NULL;
     if (copy == NULL || (media_type && type == NULL)) {
-        free(copy);
-        free(type);
+        CX_FREE(CX_ALLOC_BODY, copy);
+        CX_FREE(CX_ALLOC_REQUEST_FIELD, type);
         return -1;
     }
     memcpy(copy, body, len);
     copy[len] = '\0';
-    free(req->response_body);
-    free(req->response_type);
+    CX_FREE(CX_ALLOC_BODY, req->response_body);
+    CX_FREE(CX_ALLOC_REQUEST_FIELD, req->response_type);
     req->response_body = copy;
     req->response_len = len;
     req->response_type = type;
@@ -220,8 +221,8 @@ int cx_response_encode(cx_module_state *state, cx_request *req, PyObject *result
         cx_buf_free(&body);
         return -1;
     }
-    free(req->response_body);
-    free(req->response_type);
+    CX_FREE(CX_ALLOC_BODY, req->response_body);
+    CX_FREE(CX_ALLOC_REQUEST_FIELD, req->response_type);
     req->response_body = cx_buf_steal(&body, &req->response_len);
     req->response_type = NULL; /* JSON */
     req->status = 200;

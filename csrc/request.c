@@ -5,9 +5,11 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "alloc_count.h"
+
 static char *copy_bytes(const char *s, size_t n)
 {
-    char *copy = malloc(n + 1);
+    char *copy = CX_MALLOC(CX_ALLOC_KV, n + 1);
     if (copy) {
         memcpy(copy, s, n);
         copy[n] = '\0';
@@ -20,7 +22,7 @@ int cx_kv_list_add(cx_kv_list *list, const char *key, size_t key_len, const char
 {
     if (list->len == list->cap) {
         size_t cap = list->cap ? list->cap * 2 : 8;
-        cx_kv *items = realloc(list->items, cap * sizeof *items);
+        cx_kv *items = CX_REALLOC(CX_ALLOC_KV, list->items, cap * sizeof *items);
         if (items == NULL)
             return -1;
         list->items = items;
@@ -30,8 +32,8 @@ int cx_kv_list_add(cx_kv_list *list, const char *key, size_t key_len, const char
     kv->key = copy_bytes(key, key_len);
     kv->value = copy_bytes(value, value_len);
     if (kv->key == NULL || kv->value == NULL) {
-        free(kv->key);
-        free(kv->value);
+        CX_FREE(CX_ALLOC_KV, kv->key);
+        CX_FREE(CX_ALLOC_KV, kv->value);
         return -1;
     }
     kv->key_len = key_len;
@@ -43,17 +45,17 @@ int cx_kv_list_add(cx_kv_list *list, const char *key, size_t key_len, const char
 void cx_kv_list_free(cx_kv_list *list)
 {
     for (size_t i = 0; i < list->len; i++) {
-        free(list->items[i].key);
-        free(list->items[i].value);
+        CX_FREE(CX_ALLOC_KV, list->items[i].key);
+        CX_FREE(CX_ALLOC_KV, list->items[i].value);
     }
-    free(list->items);
+    CX_FREE(CX_ALLOC_KV, list->items);
     list->items = NULL;
     list->len = list->cap = 0;
 }
 
 cx_request *cx_request_new(void)
 {
-    cx_request *req = calloc(1, sizeof *req);
+    cx_request *req = CX_CALLOC(CX_ALLOC_REQUEST, 1, sizeof *req);
     if (req) {
         req->api = -1;
         req->started = cx_monotonic_seconds();
@@ -65,15 +67,15 @@ void cx_request_free(cx_request *req)
 {
     if (req == NULL)
         return;
-    free(req->uri);
-    free(req->content_type);
+    CX_FREE(CX_ALLOC_REQUEST_FIELD, req->uri);
+    CX_FREE(CX_ALLOC_REQUEST_FIELD, req->content_type);
     cx_buf_free(&req->body);
     cx_kv_list_free(&req->headers);
     cx_kv_list_free(&req->query);
-    free(req->response_body);
-    free(req->response_type);
+    CX_FREE(CX_ALLOC_BODY, req->response_body);
+    CX_FREE(CX_ALLOC_REQUEST_FIELD, req->response_type);
     cx_kv_list_free(&req->response_headers);
-    free(req);
+    CX_FREE(CX_ALLOC_REQUEST, req);
 }
 
 /* getrandom() per request would be a syscall each time; a per-thread pool amortises it. */

@@ -21,6 +21,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "alloc_count.h"
 #include "log.h"
 #include "metrics.h"
 #include "statsd.h"
@@ -135,6 +136,8 @@ static enum MHD_Result send_response(cx_server *s, struct MHD_Connection *conn, 
                                      unsigned status, const char *content_type, const char *body,
                                      size_t len, enum MHD_ResponseMemoryMode mode)
 {
+    if (mode == MHD_RESPMEM_MUST_FREE)
+        CX_HANDOFF(CX_ALLOC_BODY, body); /* libmicrohttpd frees it, or we do below, uncounted */
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, mode);
     if (r == NULL) {
         if (mode == MHD_RESPMEM_MUST_FREE)
@@ -175,8 +178,9 @@ static enum MHD_Result send_json_error(cx_server *s, struct MHD_Connection *conn
 static enum MHD_Result send_worker_response(cx_server *s, struct MHD_Connection *conn,
                                             cx_request *req)
 {
-    char *body = req->response_body ? req->response_body : strdup("");
+    char *body = req->response_body ? req->response_body : CX_STRDUP(CX_ALLOC_BODY, "");
     req->response_body = NULL; /* libmicrohttpd frees it from here on */
+    CX_HANDOFF(CX_ALLOC_BODY, body);
     if (body == NULL)
         return MHD_NO;
     struct MHD_Response *r =
@@ -291,7 +295,7 @@ static enum MHD_Result send_metrics(cx_server *s, struct MHD_Connection *conn, c
     }
     size_t len;
     char *data = cx_buf_steal(&out, &len);
-    if (data == NULL && (data = strdup("")) == NULL)
+    if (data == NULL && (data = CX_STRDUP(CX_ALLOC_BODY, "")) == NULL)
         return MHD_NO;
     return send_response(s, conn, req, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", data,
                          len, MHD_RESPMEM_MUST_FREE);
@@ -477,7 +481,7 @@ static enum MHD_Result on_headers(cx_server *s, struct MHD_Connection *conn, cx_
                                "too many requests in flight: try again later");
 
     const char *content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (content_type != NULL && (req->content_type = strdup(content_type)) == NULL)
+    if (content_type != NULL && (req->content_type = CX_STRDUP(CX_ALLOC_REQUEST_FIELD, content_type)) == NULL)
         return MHD_NO;
     cx_buf_init(&req->body, s->max_body);
     req->stage = STAGE_RECEIVING;
@@ -640,7 +644,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     cx_server *s = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        open_connection *c = calloc(1, sizeof *c);
+        open_connection *c = CX_CALLOC(CX_ALLOC_CONNECTION, 1, sizeof *c);
         *socket_context = c;
         if (c == NULL || info == NULL)
             return;
@@ -668,7 +672,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         if (c->next)
             c->next->prev = c->prev;
         pthread_mutex_unlock(&s->lock);
-        free(c);
+        CX_FREE(CX_ALLOC_CONNECTION, c);
     }
 }
 
@@ -681,7 +685,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     cx_request *req = cx_request_new();
     if (req == NULL)
         return NULL;
-    req->uri = strdup(uri ? uri : "");
+    req->uri = CX_STRDUP(CX_ALLOC_REQUEST_FIELD, uri ? uri : "");
     if (req->uri == NULL) {
         cx_request_free(req);
         return NULL;
@@ -844,7 +848,7 @@ static void cut_stalled_headers(cx_server *s, double now)
 static cx_request *timeout_stand_in(const cx_request *req)
 {
     cx_request *reply = cx_request_new();
-    if (reply == NULL || (reply->uri = strdup(req->uri)) == NULL) {
+    if (reply == NULL || (reply->uri = CX_STRDUP(CX_ALLOC_REQUEST_FIELD, req->uri)) == NULL) {
         cx_request_free(reply);
         return NULL;
     }
@@ -1064,17 +1068,17 @@ static void close_io_wait(cx_server *s)
 static void free_apis(cx_server *s)
 {
     for (size_t i = 0; i < s->n_apis && s->apis; i++) {
-        free((char *)s->apis[i].config.name);
-        free((char *)s->apis[i].config.endpoint);
-        free((char *)s->apis[i].config.get_body);
+        CX_FREE(CX_ALLOC_SERVER, s->apis[i].config.name);
+        CX_FREE(CX_ALLOC_SERVER, s->apis[i].config.endpoint);
+        CX_FREE(CX_ALLOC_SERVER, s->apis[i].config.get_body);
     }
-    free(s->apis);
+    CX_FREE(CX_ALLOC_SERVER, s->apis);
     s->apis = NULL;
 }
 
 static int copy_apis(cx_server *s, const cx_server_config *config)
 {
-    s->apis = calloc(config->n_apis ? config->n_apis : 1, sizeof *s->apis);
+    s->apis = CX_CALLOC(CX_ALLOC_SERVER, config->n_apis ? config->n_apis : 1, sizeof *s->apis);
     if (s->apis == NULL)
         return -1;
     s->n_apis = config->n_apis;
@@ -1082,9 +1086,9 @@ static int copy_apis(cx_server *s, const cx_server_config *config)
         const cx_api_config *src = &config->apis[i];
         cx_api_config *dst = &s->apis[i].config;
         *dst = *src;
-        dst->name = strdup(src->name);
-        dst->endpoint = strdup(src->endpoint);
-        char *body = malloc(src->get_body_len + 1);
+        dst->name = CX_STRDUP(CX_ALLOC_SERVER, src->name);
+        dst->endpoint = CX_STRDUP(CX_ALLOC_SERVER, src->endpoint);
+        char *body = CX_MALLOC(CX_ALLOC_SERVER, src->get_body_len + 1);
         if (body) {
             memcpy(body, src->get_body, src->get_body_len);
             body[src->get_body_len] = '\0';
@@ -1101,7 +1105,7 @@ static int copy_apis(cx_server *s, const cx_server_config *config)
 int cx_server_start(const cx_server_config *config, cx_server **out, char *err, size_t errlen)
 {
     *out = NULL;
-    cx_server *s = calloc(1, sizeof *s);
+    cx_server *s = CX_CALLOC(CX_ALLOC_SERVER, 1, sizeof *s);
     if (s == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -1136,6 +1140,7 @@ int cx_server_start(const cx_server_config *config, cx_server **out, char *err, 
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s, /* first, or MHD logs to stderr itself */
         MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)config->idle_timeout,
+        MHD_OPTION_CONNECTION_LIMIT, config->max_connections ? config->max_connections : (unsigned)FD_SETSIZE - 4,
         /* libmicrohttpd zeroes a connection's pool for every request: keep it to what
          * headers need (larger headers get 431) */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
@@ -1167,7 +1172,7 @@ error:
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->work_ready);
     pthread_cond_destroy(&s->drained);
-    free(s);
+    CX_FREE(CX_ALLOC_SERVER, s);
     return -1;
 }
 
@@ -1180,7 +1185,7 @@ int cx_server_set_get_body(cx_server *s, size_t api, const char *body, size_t le
 {
     if (api >= s->n_apis)
         return -1;
-    char *copy = malloc(len + 1);
+    char *copy = CX_MALLOC(CX_ALLOC_SERVER, len + 1);
     if (copy == NULL)
         return -1;
     memcpy(copy, body, len);
@@ -1190,7 +1195,7 @@ int cx_server_set_get_body(cx_server *s, size_t api, const char *body, size_t le
     s->apis[api].config.get_body = copy;
     s->apis[api].config.get_body_len = len;
     pthread_mutex_unlock(&s->lock);
-    free(old);
+    CX_FREE(CX_ALLOC_SERVER, old);
     return 0;
 }
 
@@ -1441,5 +1446,5 @@ void cx_server_destroy(cx_server *s)
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->work_ready);
     pthread_cond_destroy(&s->drained);
-    free(s);
+    CX_FREE(CX_ALLOC_SERVER, s);
 }

@@ -34,6 +34,9 @@ typedef struct {
     size_t n_apis;
     const cx_api_config *apis;
     int listen_fd; /* >= 0: serve on (a dup of) this bound, listening socket; -1: bind our own */
+    /* connections open at once; those beyond wait in the listen backlog until one closes
+     * (libmicrohttpd stops accepting: it has an ITC with suspend/resume).  0: its default */
+    unsigned max_connections;
 } cx_server_config;
 
 /* Binds and starts the server threads; copies the config.  0, or -1 with err filled. */

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "payload.h"
 #include "server.h"
+#include "alloc_count.h"
 
 typedef struct {
     PyObject_HEAD
@@ -51,7 +52,7 @@ static void server_dealloc(CxServerObject *self)
     server_clear(self);
     if (self->shared_ready.obj)
         PyBuffer_Release(&self->shared_ready);
-    PyMem_Free(self->handlers);
+    CX_PYMEM_FREE(CX_ALLOC_HANDLERS, self->handlers);
     type->tp_free((PyObject *)self);
     Py_DECREF(type);
 }
@@ -66,8 +67,8 @@ static int get_item(PyObject *dict, const char *key, PyObject **out)
     return 0;
 }
 
-/* Server(host, port, max_body_size, idle_timeout, access_log, apis[, listen_fd,
- * request_timeout]): binds and starts.
+/* Server(host, port, max_body_size, idle_timeout, access_log, apis, listen_fd=-1,
+ * request_timeout=0, max_connections=0): binds and starts.
  * apis: list of dicts with name, endpoint, get_body (bytes), max_concurrency,
  * predict_args (names), post_predict_args (names or None); optional: log_slot,
  * max_batch_size, batch_interval, async (AsyncAPI: its predict_args may name the internal
@@ -75,19 +76,20 @@ static int get_item(PyObject *dict, const char *key, PyObject **out)
 static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host", "port", "max_body_size", "idle_timeout", "access_log", "apis",
-                             "listen_fd", "request_timeout", NULL};
+                             "listen_fd", "request_timeout", "max_connections", NULL};
     const char *host;
     unsigned int port, idle_timeout;
     unsigned long long max_body;
     int access_log;
     int listen_fd = -1;
     double request_timeout = 0;
+    unsigned int max_connections = 0;
     PyObject *apis;
     CxServerObject *self = NULL;
     cx_api_config *configs = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!|id", kwlist, &host, &port, &max_body,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!|idI", kwlist, &host, &port, &max_body,
                                      &idle_timeout, &access_log, &PyList_Type, &apis, &listen_fd,
-                                     &request_timeout))
+                                     &request_timeout, &max_connections))
         return NULL;
     if (!(request_timeout >= 0)) {
         PyErr_SetString(PyExc_ValueError, "request_timeout must be >= 0 (0 = none)");
@@ -97,8 +99,8 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     self = (CxServerObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->handlers = PyMem_Calloc(n ? (size_t)n : 1, sizeof *self->handlers);
-    configs = PyMem_Calloc(n ? (size_t)n : 1, sizeof *configs);
+    self->handlers = CX_PYMEM_CALLOC(CX_ALLOC_HANDLERS, n ? (size_t)n : 1, sizeof *self->handlers);
+    configs = CX_PYMEM_CALLOC(CX_ALLOC_HANDLERS, n ? (size_t)n : 1, sizeof *configs);
     if (self->handlers == NULL || configs == NULL) {
         PyErr_NoMemory();
         goto error;
@@ -167,16 +169,17 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         .n_apis = (size_t)n,
         .apis = configs,
         .listen_fd = listen_fd,
+        .max_connections = max_connections,
     };
     char err[256] = "";
     if (cx_bridge_start_server(&config, &self->server, err, sizeof err) != 0) {
         PyErr_SetString(PyExc_OSError, err);
         goto error;
     }
-    PyMem_Free(configs);
+    CX_PYMEM_FREE(CX_ALLOC_HANDLERS, configs);
     return (PyObject *)self;
 error:
-    PyMem_Free(configs);
+    CX_PYMEM_FREE(CX_ALLOC_HANDLERS, configs);
     Py_XDECREF(self);
     return NULL;
 }
@@ -394,7 +397,8 @@ static PyType_Slot server_slots[] = {
     {Py_tp_clear, server_clear},
     {Py_tp_methods, server_methods},
     {Py_tp_getset, server_getset},
-    {Py_tp_doc, "Server(host, port, max_body_size, idle_timeout, access_log, apis)"},
+    {Py_tp_doc, "Server(host, port, max_body_size, idle_timeout, access_log, apis, listen_fd=-1, "
+                "request_timeout=0, max_connections=0)"},
     {0, NULL},
 };
 
@@ -429,7 +433,7 @@ PyObject *cx_call_predictor(PyObject *module, PyObject *args, PyObject *kwargs)
     snprintf(req->request_id, sizeof req->request_id, "%s", request_id);
     if (content_type != Py_None) {
         const char *ct = PyUnicode_AsUTF8(content_type);
-        if (ct == NULL || (req->content_type = strdup(ct)) == NULL)
+        if (ct == NULL || (req->content_type = CX_STRDUP(CX_ALLOC_REQUEST_FIELD, ct)) == NULL)
             goto done;
     }
     cx_buf_init(&req->body, 0);

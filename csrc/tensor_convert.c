@@ -163,6 +163,7 @@ static int shortest_exact(float x, double *out)
 {
     double d = (double)x;
     for (int p = fabsf(x) < FLT_MIN ? 1 : 6; p <= 9; p++) {
+        /* CPython's allocation, freed with PyMem_Free: not one of ours to count */
         char *text = PyOS_double_to_string(d, 'e', p - 1, 0, NULL);
         if (text == NULL)
             return -1;

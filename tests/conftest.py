@@ -62,7 +62,7 @@ def parse_json_lines(text: str) -> list:
 class LiveServer:
     """A `serve` subprocess on a free loopback port; stdout/stderr go to files we can re-read."""
 
-    def __init__(self, path, args, env, workdir: Path):
+    def __init__(self, path, args, env, workdir: Path, preexec_fn=None):
         self.port = free_port()
         self.stdout_path = workdir / f"serve-{self.port}.out"
         self.stderr_path = workdir / f"serve-{self.port}.err"
@@ -74,7 +74,8 @@ class LiveServer:
                "--port", str(self.port), *map(str, args)]
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=full_env)
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=full_env,
+                                     preexec_fn=preexec_fn)
         self.session = requests.Session()
 
     # -- output -------------------------------------------------------------
@@ -162,11 +163,12 @@ def project(tmp_path):
 
 @pytest.fixture
 def serve(tmp_path):
-    """serve(path, *extra_args, env=None, wait=True) -> LiveServer, stopped after the test."""
+    """serve(path, *extra_args, env=None, wait=True, preexec_fn=None) -> LiveServer, stopped
+    after the test."""
     servers = []
 
-    def start(path, *args, env=None, wait=True) -> LiveServer:
-        server = LiveServer(path, args, env, tmp_path)
+    def start(path, *args, env=None, wait=True, preexec_fn=None) -> LiveServer:
+        server = LiveServer(path, args, env, tmp_path, preexec_fn)
         servers.append(server)
         if wait:
             server.wait_listening()

@@ -1,6 +1,9 @@
 """Inputs the atheris harnesses (fuzz/atheris_ignore.py, fuzz/atheris_form.py) found, kept
 as plain tests: the .cortexignore matcher never raises, the form decoder raises only
 ValueError."""
+import shutil
+import subprocess
+
 import pytest
 
 from cortex_runtime._payload import decode_form
@@ -90,3 +93,64 @@ def test_only_one_leading_slash_is_dropped_as_in_git():
     # found comparing with `git check-ignore`: "//b" left "/b", which matches no path
     assert not IgnoreMatcher(["//b"]).ignored("b/x", False)
     assert IgnoreMatcher(["/b"]).ignored("b/x", False)
+
+
+# -- .cortexignore: "/" inside a bracket class, an escaped slash, "**" beside them -----------
+# Found comparing with `git check-ignore --no-index` on random patterns (git 2.39): the
+# matcher cut patterns at every "/", brackets and escapes regardless.  Each row is what git
+# answers; the last test asks git itself when it is installed.
+
+GIT_CASES = [
+    # (pattern, path, is_dir, ignored by git)
+    # a class never matches "/", but its "/" makes the pattern anchored (git looks for any "/")
+    ("a[/]b", "a/b", False, False),
+    ("a[/]b", "axb", False, False),
+    ("[/b]", "b", False, True),
+    ("[/b]", "d/b", False, False),
+    ("[!/]", "b", False, True),
+    ("[!/]", "dd/b", False, False),
+    ("a[!/]b", "axb", False, True),
+    ("a[b/]x", "abx", False, True),
+    ("x/[/a]", "x/a", False, True),
+    ("a[/", "a/b", False, False),  # unclosed: matches nothing
+    # an escaped slash is a literal slash: it separates directories as one would
+    ("a\\/b", "a/b", False, True),
+    ("a\\/b", "x/a/b", False, False),
+    ("a\\/**", "a/x/b", False, True),
+    ("**\\/b", "x/a/b", False, True),
+    # ...except that "**" before it takes no zero-directory shortcut
+    ("**\\/b", "b", False, False),
+    ("a/**\\/b", "a/b", False, False),
+    ("a/**\\/b", "a/x/b", False, True),
+    ("a/**/b", "a/b", False, True),
+    # "***" between slashes is "**"
+    ("a/***/b", "a/x/y/b", False, True),
+    # one trailing slash is dropped: "d//" must match "d/" against "d", which nothing does
+    ("d//", "d", True, False),
+    ("d/", "d", True, True),
+    # a backslash escaping nothing fails the pattern
+    ("foo\\", "foo\\", False, False),
+    ("foo\\/", "e/foo\\", True, False),
+]
+
+
+@pytest.mark.parametrize("pattern, path, is_dir, expected", GIT_CASES)
+def test_slashes_in_classes_and_escaped_slashes_match_as_in_git(pattern, path, is_dir, expected):
+    assert IgnoreMatcher([pattern]).ignored(path, is_dir) is expected
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_the_git_cases_are_what_git_says(tmp_path):
+    # one repository per case: a path that is a directory in one case is a file in another
+    for index, (pattern, path, is_dir, expected) in enumerate(GIT_CASES):
+        repo = tmp_path / str(index)
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        (repo / ".gitignore").write_text(pattern + "\n")
+        target = repo / path
+        if is_dir:
+            target.mkdir(parents=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("")
+        result = subprocess.run(["git", "-C", str(repo), "check-ignore", "--no-index", "-q", path])
+        assert (result.returncode == 0) is expected, (pattern, path, is_dir)

@@ -1,5 +1,7 @@
 """Clients that misbehave on the wire: each case is followed by a normal request that must
 be answered, so no client can take the server down or out of step."""
+import os
+import resource
 import socket
 import threading
 import time
@@ -234,3 +236,140 @@ class PythonPredictor:
     live = serve(simple_project(source), "--idle-timeout", "1")
     r = live.post("/echo", json={})
     assert (r.status_code, r.text) == (200, "slow but fine")
+
+
+def open_idle(port, count, timeout=10.0):
+    """count TCP connections that send nothing (raises if one cannot be opened)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+    except BaseException:
+        for s in sockets:
+            s.close()
+        raise
+    return sockets
+
+
+def closed_by_peer(sockets):
+    """How many of these connections the server has closed (EOF or reset waiting to be read)."""
+    closed = 0
+    for s in sockets:
+        s.setblocking(False)
+        try:
+            if s.recv(1) == b"":
+                closed += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+    return closed
+
+
+def server_sockets(pid):
+    """Sockets the serve process has open (Linux /proc)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def wait_for_sockets(pid, count, timeout=30.0):
+    """Waits until the server has accepted count connections (a connect returns once the
+    kernel has queued it, before the server's accept); returns how many it holds."""
+    deadline = time.monotonic() + timeout
+    while (held := server_sockets(pid)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return held
+
+
+@pytest.fixture
+def fd_room():
+    """Raises this process's soft RLIMIT_NOFILE to its hard limit (for thousands of client
+    sockets), back afterwards; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    yield wanted
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+IDLE = 10_000
+
+
+def test_ten_thousand_idle_connections_are_held_and_a_request_still_gets_through(
+        simple_project, serve, fd_room):
+    if fd_room < IDLE + 200:
+        pytest.skip(f"the hard open-file limit ({fd_room}) is too low for {IDLE} client sockets")
+    live = serve(simple_project(PREDICTOR), "--no-access-log")
+    sockets = open_idle(live.port, IDLE)
+    try:
+        r = requests.post(live.url("/echo"), json={"ok": 1}, timeout=10)
+        assert r.status_code == 200 and r.json() == {"got": {"ok": 1}}
+        # all of them open at the server too (the listening socket and the one request aside)
+        assert wait_for_sockets(live.proc.pid, IDLE) >= IDLE
+        assert closed_by_peer(sockets) == 0
+    finally:
+        for s in sockets:
+            s.close()
+    assert_still_serving(live)
+    assert live.proc.poll() is None
+
+
+def test_beyond_max_connections_new_ones_wait_in_the_backlog_until_one_closes(simple_project, serve):
+    live = serve(simple_project(PREDICTOR), "--no-access-log", "--max-connections", "20")
+    idle = open_idle(live.port, 20)
+    waiting = socket.create_connection(("127.0.0.1", live.port), timeout=10)
+    extra = []
+    try:
+        waiting.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 8\r\nConnection: close\r\n\r\n{\"n\": 1}")
+        # the server holds 20 connections: the 21st is not accepted, so not answered...
+        waiting.settimeout(1.5)
+        with pytest.raises(socket.timeout):
+            waiting.recv(1)
+        # ...and more still connect (into the kernel's backlog) without the server minding
+        extra = open_idle(live.port, 200)
+        assert live.proc.poll() is None
+        assert closed_by_peer(idle) == 0
+        # one held connection closes: the first waiting one is accepted and answered
+        idle.pop().close()
+        waiting.settimeout(10)
+        answer = b""
+        while chunk := waiting.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"got": {"n": 1}}')
+    finally:
+        waiting.close()
+        for s in idle + extra:
+            s.close()
+    assert_still_serving(live)
+
+
+def test_max_connections_above_the_open_file_limit_is_lowered_with_a_warning(simple_project, serve):
+    def low_limit():  # in the serve process only
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    live = serve(simple_project(PREDICTOR), "--no-access-log", "--max-connections", "5000",
+                 preexec_fn=low_limit)
+    line = live.wait_for_log(lambda l: l.get("levelname") == "WARNING")
+    assert line["message"] == ("--max-connections 5000 is more than the open-file limit allows "
+                               "(RLIMIT_NOFILE 200, hard 200): holding at most 72 connections")
+    idle = open_idle(live.port, 72)
+    try:
+        assert wait_for_sockets(live.proc.pid, 72) >= 72
+        # beyond that connections wait instead of the server running out of descriptors
+        extra = open_idle(live.port, 300)
+        held = server_sockets(live.proc.pid)
+        for s in extra:
+            s.close()
+        assert live.proc.poll() is None and closed_by_peer(idle) == 0
+        assert held <= 72 + 3, held  # the listening socket and a few of Python's beside them
+    finally:
+        for s in idle:
+            s.close()
+    assert_still_serving(live)
+    assert "Too many open files" not in live.stdout_text() + live.stderr_text()
