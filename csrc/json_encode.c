@@ -1,5 +1,8 @@
 #include "json_encode.h"
 
+#include "float_format.h"
+#include "pow10.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -162,102 +165,22 @@ static int append_int(encoder *e, PyObject *obj)
     return rc;
 }
 
-/* The common float of a payload has few digits (0.25, 12.345, 51.507351).  For
- * 1e-4 <= |v| < 1e15, float.__repr__ writes the shortest decimal that reads back as v, in
- * fixed notation.  A decimal m / 10^k with m < 10^15 and k <= 22 reads back as exactly
- * (double)m / 10^k (one correctly rounded division of two exact doubles, Clinger), so the
- * check is exact.  Decimals 10^-k apart are wider apart than v's rounding interval, so at
- * most one m per k reads back as v, and it is round(v * 10^k) or a neighbour; reading back
- * holds for every k from the smallest one on, so the smallest k (the shortest text) is
- * found by bisection.  Returns 0 (nothing written) when v needs more than 15 digits or is
- * outside that range: the caller then uses Python's own repr. */
-static int append_short_double(cx_buf *out, double v, int *rc)
-{
-#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
-    static const double powers[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                    1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-    static const long long limit = 1000000000000000LL; /* 10^15 */
-    double a = fabs(v);
-    if (!(a >= 1e-4 && a < 1e15))
-        return 0;
-    /* the largest k that keeps m = a * 10^k below 10^15 */
-    int hi = 0;
-    while (hi < 22 && a * powers[hi + 1] < 1e15)
-        hi++;
-    long long best_m = -1;
-    int best_k = -1;
-    int lo = 0;
-    while (lo <= hi) {
-        int k = (lo + hi) / 2;
-        long long m = llround(a * powers[k]);
-        long long found = -1;
-        for (long long c = m - 1; c <= m + 1; c++) {
-            if (c > 0 && c < limit && (double)c / powers[k] == a) {
-                found = c;
-                break;
-            }
-        }
-        if (found >= 0) {
-            best_m = found;
-            best_k = k;
-            hi = k - 1;
-        } else {
-            lo = k + 1;
-        }
-    }
-    if (best_k < 0)
-        return 0;
-    /* fixed notation: integer part, '.', k fraction digits (at least one) */
-    char text[48];
-    char *end = text + sizeof text;
-    char *p = end;
-    unsigned long long m = (unsigned long long)best_m;
-    if (best_k == 0)
-        *--p = '0';
-    for (int i = 0; i < best_k; i++) {
-        *--p = (char)('0' + m % 10);
-        m /= 10;
-    }
-    *--p = '.';
-    do {
-        *--p = (char)('0' + m % 10);
-        m /= 10;
-    } while (m);
-    if (v < 0)
-        *--p = '-';
-    *rc = put(out, p, (size_t)(end - p));
-    return 1;
-#else
-    (void)out;
-    (void)v;
-    (void)rc;
-    return 0;
-#endif
-}
-
 static int append_double(cx_buf *out, double v)
 {
-    int rc_short;
     if (isnan(v))
         return put(out, "NaN", 3);
     if (isinf(v))
         return v > 0 ? put(out, "Infinity", 8) : put(out, "-Infinity", 9);
-    /* integral values below 1e16 print as "%lld.0" in float.__repr__ (1e16 and up use an
-     * exponent); -0.0 keeps its sign */
-    if (v > -1e16 && v < 1e16 && v == (double)(long long)v && !(v == 0.0 && signbit(v))) {
-        if (append_long_long(out, (long long)v) < 0)
-            return -1;
-        return put(out, ".0", 2);
-    }
-    if (append_short_double(out, v, &rc_short))
-        return rc_short;
+    char text[CX_FLOAT_REPR_MAX];
+    size_t n = cx_float_repr(v, text);
+    if (n)
+        return put(out, text, n);
     /* float.__repr__ is exactly this call */
-    char *text = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-    if (text == NULL)
+    char *slow = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (slow == NULL)
         return -1;
-    int rc = put(out, text, strlen(text));
-    PyMem_Free(text);
+    int rc = put(out, slow, strlen(slow));
+    PyMem_Free(slow);
     return rc;
 }
 

@@ -8,6 +8,7 @@
 #include "json_encode.h"
 #include "logger.h"
 #include "metrics_client.h"
+#include "pow10.h"
 #include "server_type.h"
 
 cx_module_state *cx_state_from_module(PyObject *module)
@@ -50,10 +51,22 @@ static PyObject *json_loads(PyObject *module, PyObject *data)
     cx_module_state *st = cx_state_from_module(module);
     const char *bytes;
     Py_ssize_t len;
+    PyObject *encoded = NULL; /* the surrogatepass UTF-8 of a str with lone surrogates */
+    int surrogates = 0;
     if (PyUnicode_Check(data)) {
         bytes = PyUnicode_AsUTF8AndSize(data, &len);
-        if (bytes == NULL)
-            return NULL;
+        if (bytes == NULL) {
+            /* only surrogates make a str unencodable; json.loads keeps them as they are */
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+                return NULL;
+            PyErr_Clear();
+            encoded = PyUnicode_AsEncodedString(data, "utf-8", "surrogatepass");
+            if (encoded == NULL)
+                return NULL;
+            bytes = PyBytes_AS_STRING(encoded);
+            len = PyBytes_GET_SIZE(encoded);
+            surrogates = 1;
+        }
     } else if (PyBytes_Check(data)) {
         bytes = PyBytes_AS_STRING(data);
         len = PyBytes_GET_SIZE(data);
@@ -65,7 +78,8 @@ static PyObject *json_loads(PyObject *module, PyObject *data)
                             Py_TYPE(data)->tp_name);
     }
     cx_json_error error;
-    PyObject *value = cx_json_decode(&st->key_cache, bytes, (size_t)len, &error);
+    PyObject *value = cx_json_decode_ex(&st->key_cache, bytes, (size_t)len, surrogates, &error);
+    Py_XDECREF(encoded);
     if (value == NULL && !PyErr_Occurred()) {
         PyObject *exc = PyObject_CallFunction(st->json_decode_error, "s", error.message);
         if (exc != NULL) {
@@ -132,6 +146,7 @@ static const char *const standard_attrs[] = {
 static int module_exec(PyObject *module)
 {
     cx_module_state *st = cx_state_from_module(module);
+    cx_pow10_init(); /* the JSON codec's float tables, before any call can need them */
     st->json_decode_error = PyErr_NewExceptionWithDoc(
         "cortex_runtime.json.JSONDecodeError", "Invalid JSON; .pos is the byte offset of the problem.",
         PyExc_ValueError, NULL);

@@ -33,7 +33,8 @@ build_json() {
     ldlib=$("$PYTHON" -c 'import sysconfig; v = sysconfig.get_config_var("LDVERSION"); print("python" + v)')
     "$CC" "${flags[@]}" -I"$inc" -o "$build/json_decode_fuzzer" \
         "$here/json_decode_fuzzer.c" "$root/csrc/json_decode.c" "$root/csrc/json_encode.c" \
-        "$root/csrc/buf.c" -L"$libdir" -Wl,-rpath,"$libdir" -l"$ldlib" -lm
+        "$root/csrc/buf.c" "$root/csrc/pow10.c" "$root/csrc/float_format.c" "$root/csrc/float_parse.c" \
+        -L"$libdir" -Wl,-rpath,"$libdir" -l"$ldlib" -lm
     # seeds: the JSON test suite (parsing and transform cases) and a realistic document
     mkdir -p "$build/corpus/json_decode"
     local suite=$root/../shared/testdata/json-test-suite
