@@ -92,23 +92,48 @@ static const char digit_pairs[] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
-/* f's decimal digits at the end of buf (buf_end exclusive); returns their start */
-static char *write_digits(char *buf_end, uint64_t f)
+static const uint64_t pow10_u64[] = {
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL,
+    1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+    100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+    1000000000000000000ULL, 10000000000000000000ULL,
+};
+
+static int digit_count(uint64_t f)
 {
-    char *p = buf_end;
-    while (f >= 100) {
-        unsigned r = (unsigned)(f % 100);
-        f /= 100;
-        p -= 2;
-        memcpy(p, digit_pairs + 2 * r, 2);
+    /* floor(log10(2^bits)) is the count or one less */
+    int n = floor_log10_pow2(64 - __builtin_clzll(f | 1));
+    return n + (f >= pow10_u64[n]);
+}
+
+/* the n digits of x (x < 10^n, leading zeros written) right-aligned before end */
+static void write_pairs(char *end, uint64_t x, int n)
+{
+    while (n >= 2) {
+        end -= 2;
+        memcpy(end, digit_pairs + 2 * (x % 100), 2);
+        x /= 100;
+        n -= 2;
     }
-    if (f >= 10) {
-        p -= 2;
-        memcpy(p, digit_pairs + 2 * f, 2);
-    } else {
-        *--p = (char)('0' + f);
+    if (n)
+        end[-1] = (char)('0' + x);
+}
+
+/* f's n digits at d; the low eight as four independent pairs, so the divisions overlap */
+static void write_digits(char *d, uint64_t f, int n)
+{
+    if (n <= 8) {
+        write_pairs(d + n, f, n);
+        return;
     }
-    return p;
+    uint32_t lo = (uint32_t)(f % 100000000);
+    uint32_t a = lo / 10000, b = lo % 10000;
+    char *end = d + n;
+    memcpy(end - 8, digit_pairs + 2 * (a / 100), 2);
+    memcpy(end - 6, digit_pairs + 2 * (a % 100), 2);
+    memcpy(end - 4, digit_pairs + 2 * (b / 100), 2);
+    memcpy(end - 2, digit_pairs + 2 * (b % 100), 2);
+    write_pairs(end - 8, f / 100000000, n - 8);
 }
 
 size_t cx_float_repr(double v, char *out)
@@ -141,44 +166,61 @@ size_t cx_float_repr(double v, char *out)
         memcpy(o, "0.0", 3);
         return (size_t)(o - out) + 3;
     }
-    while (f % 10 == 0) {
-        f /= 10;
-        k++;
+    /* f has up to 17 digits; short decimals (12.5, 0.25) end in many zeros */
+    if (f % 100000000 == 0) {
+        f /= 100000000;
+        k += 8;
+        if (f % 100000000 == 0) {
+            f /= 100000000;
+            k += 8;
+        }
     }
-    char digits[24];
-    char *end = digits + sizeof digits;
-    char *d = write_digits(end, f);
-    int n = (int)(end - d);
+    if (f % 10000 == 0) {
+        f /= 10000;
+        k += 4;
+    }
+    if (f % 100 == 0) {
+        f /= 100;
+        k += 2;
+    }
+    if (f % 10 == 0) {
+        f /= 10;
+        k += 1;
+    }
+    /* The digits are written in place: reading back a block just written in pieces
+     * would stall on store forwarding.  Where a '.' goes after the first digits, they
+     * are written one place to the right and those first few moved back, one byte each. */
+    int n = digit_count(f);
     int decpt = n + k; /* v = 0.d1d2...dn 10^decpt */
     if (decpt > -4 && decpt <= 16) {
         if (decpt <= 0) {
-            memcpy(o, "0.", 2);
-            o += 2;
-            memset(o, '0', (size_t)-decpt);
-            o += -decpt;
-            memcpy(o, d, (size_t)n);
+            memcpy(o, "0.000", 5);
+            o += 2 - decpt;
+            write_digits(o, f, n);
             o += n;
         } else if (decpt < n) {
-            memcpy(o, d, (size_t)decpt);
-            o += decpt;
-            *o++ = '.';
-            memcpy(o, d + decpt, (size_t)(n - decpt));
-            o += n - decpt;
+            write_digits(o + 1, f, n);
+            for (int i = 0; i < decpt; i++)
+                o[i] = o[i + 1];
+            o[decpt] = '.';
+            o += n + 1;
         } else {
-            memcpy(o, d, (size_t)n);
+            write_digits(o, f, n);
             o += n;
-            memset(o, '0', (size_t)(decpt - n));
+            memset(o, '0', 16);
             o += decpt - n;
             memcpy(o, ".0", 2);
             o += 2;
         }
         return (size_t)(o - out);
     }
-    *o++ = d[0];
+    write_digits(o + 1, f, n);
+    o[0] = o[1];
     if (n > 1) {
-        *o++ = '.';
-        memcpy(o, d + 1, (size_t)(n - 1));
-        o += n - 1;
+        o[1] = '.';
+        o += n + 1;
+    } else {
+        o += 1;
     }
     int x = decpt - 1;
     *o++ = 'e';

@@ -4,8 +4,9 @@
 
 #include <stddef.h>
 
-/* Longest output: "-2.2250738585072014e-308" is 24 characters. */
-#define CX_FLOAT_REPR_MAX 32
+/* Room cx_float_repr needs at out: the longest text, "-2.2250738585072014e-308", is 24
+ * characters, but it writes whole blocks past the text's end. */
+#define CX_FLOAT_REPR_MAX 48
 
 /* Writes repr(v) for a finite v (no NUL) and returns its length, or returns 0 (nothing
  * written) for the 31 smallest positive subnormals and their negatives, which the caller

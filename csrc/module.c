@@ -97,20 +97,35 @@ static PyObject *json_loads(PyObject *module, PyObject *data)
     return value;
 }
 
+/* Scratch memory json_dumps keeps between calls; a bigger document's is given back. */
+#define DUMPS_SCRATCH_KEEP (1u << 20)
+
 /* json_dumps(obj) -> str, byte-identical to json.dumps(obj). */
 static PyObject *json_dumps(PyObject *module, PyObject *obj)
 {
-    (void)module;
-    cx_buf out;
-    cx_buf_init(&out, 0);
-    if (cx_json_encode(obj, &out) < 0) {
-        cx_buf_free(&out);
-        return NULL;
+    cx_module_state *st = cx_state_from_module(module);
+    cx_buf local;
+    cx_buf *out = &local;
+    if (st->dumps_busy) {
+        cx_buf_init(&local, 0);
+    } else {
+        out = &st->dumps_scratch;
+        out->len = 0;
+        st->dumps_busy = 1;
     }
-    PyObject *text = PyUnicode_New((Py_ssize_t)out.len, 127); /* ensure_ascii: always ASCII */
-    if (text != NULL && out.len)
-        memcpy(PyUnicode_1BYTE_DATA(text), out.data, out.len);
-    cx_buf_free(&out);
+    PyObject *text = NULL;
+    if (cx_json_encode(obj, out) == 0) {
+        text = PyUnicode_New((Py_ssize_t)out->len, 127); /* ensure_ascii: always ASCII */
+        if (text != NULL && out->len)
+            memcpy(PyUnicode_1BYTE_DATA(text), out->data, out->len);
+    }
+    if (out == &local) {
+        cx_buf_free(&local);
+    } else {
+        st->dumps_busy = 0;
+        if (out->cap > DUMPS_SCRATCH_KEEP)
+            cx_buf_free(out);
+    }
     return text;
 }
 
@@ -211,6 +226,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->metrics_client_type);
     Py_CLEAR(st->json_decode_error);
     cx_json_key_cache_clear(&st->key_cache);
+    cx_buf_free(&st->dumps_scratch);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_HELPERS(CLEAR)
 #undef CLEAR
