@@ -49,6 +49,17 @@ int cx_buf_append(cx_buf *buf, const void *bytes, size_t n)
     return CX_BUF_OK;
 }
 
+int cx_buf_reserve(cx_buf *buf, size_t n)
+{
+    if (buf->len + n < buf->len)
+        return CX_BUF_NOMEM;
+    if (buf->limit && buf->len + n > buf->limit)
+        return CX_BUF_TOO_LARGE;
+    if (buf->len + n + 1 > buf->cap)
+        return grow(buf, buf->len + n + 1);
+    return CX_BUF_OK;
+}
+
 int cx_buf_append_str(cx_buf *buf, const char *s)
 {
     return cx_buf_append(buf, s, strlen(s));

@@ -19,6 +19,9 @@ void cx_buf_init(cx_buf *buf, size_t limit);
 /* Appends n bytes; CX_BUF_TOO_LARGE leaves the buffer unchanged. */
 int cx_buf_append(cx_buf *buf, const void *bytes, size_t n);
 int cx_buf_append_str(cx_buf *buf, const char *s);
+/* Makes room for n more bytes (and the spare one) without adding any, so a writer can
+ * fill data + len directly and then add n to len.  Same errors as cx_buf_append. */
+int cx_buf_reserve(cx_buf *buf, size_t n);
 int cx_buf_append_char(cx_buf *buf, char c);
 /* Hands the bytes to the caller (free() them); the buffer is empty afterwards. */
 char *cx_buf_steal(cx_buf *buf, size_t *len);

@@ -1,5 +1,7 @@
 #include "json_decode.h"
 
+#include "float_parse.h"
+
 #include <float.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,16 +14,17 @@ typedef struct {
     const unsigned char *p;
     const unsigned char *end;
     int depth;
+    int surrogates; /* UTF-8-encoded surrogates are characters (a str's surrogatepass text) */
     cx_json_key_cache *cache;
     cx_json_error *error;
 } decoder;
 
-static size_t utf8_sequence(const unsigned char *p, const unsigned char *end);
+static size_t utf8_sequence(const unsigned char *p, const unsigned char *end, int surrogates);
 
 static PyObject *fail(decoder *d, const unsigned char *at, const char *what)
 {
     /* a stray non-UTF-8 byte is the real problem wherever it sits */
-    if (at < d->end && *at >= 0x80 && utf8_sequence(at, d->end) == 0)
+    if (at < d->end && *at >= 0x80 && utf8_sequence(at, d->end, d->surrogates) == 0)
         what = "invalid UTF-8";
     size_t pos = (size_t)(at - d->start);
     d->error->position = pos;
@@ -45,8 +48,9 @@ void cx_json_key_cache_clear(cx_json_key_cache *cache)
 
 /* ---- strings -------------------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p (2-4 bytes, no overlongs, no surrogates), or 0. */
-static size_t utf8_sequence(const unsigned char *p, const unsigned char *end)
+/* Length of the valid UTF-8 sequence at p (2-4 bytes, no overlongs, no surrogates unless
+ * asked), or 0. */
+static size_t utf8_sequence(const unsigned char *p, const unsigned char *end, int surrogates)
 {
     unsigned c = p[0];
     if (c >= 0xc2 && c <= 0xdf) {
@@ -57,7 +61,7 @@ static size_t utf8_sequence(const unsigned char *p, const unsigned char *end)
             return 0;
         if (c == 0xe0 && p[1] < 0xa0)
             return 0; /* overlong */
-        if (c == 0xed && p[1] >= 0xa0)
+        if (c == 0xed && p[1] >= 0xa0 && !surrogates)
             return 0; /* UTF-16 surrogate encoded as UTF-8 */
         return 3;
     }
@@ -168,7 +172,7 @@ static PyObject *parse_string(decoder *d, int is_key)
         if (c == '"' || c == '\\' || c < 0x20)
             break;
         if (c >= 0x80) {
-            size_t n = utf8_sequence(p, end);
+            size_t n = utf8_sequence(p, end, d->surrogates);
             if (n == 0)
                 return fail(d, p, "invalid UTF-8 in a string");
             ascii = 0;
@@ -184,7 +188,7 @@ static PyObject *parse_string(decoder *d, int is_key)
         size_t n = (size_t)(p - begin);
         if (ascii)
             return is_key ? cached_key(d, begin, n) : ascii_string(begin, n);
-        return PyUnicode_DecodeUTF8((const char *)begin, (Py_ssize_t)n, "strict");
+        return PyUnicode_DecodeUTF8((const char *)begin, (Py_ssize_t)n, d->surrogates ? "surrogatepass" : "strict");
     }
     if (*p < 0x20)
         return fail(d, p, "control character in a string");
@@ -216,7 +220,7 @@ static PyObject *parse_string(decoder *d, int is_key)
             goto done;
         }
         if (c >= 0x80) {
-            size_t n = utf8_sequence(p, end);
+            size_t n = utf8_sequence(p, end, d->surrogates);
             if (n == 0) {
                 fail(d, p, "invalid UTF-8 in a string");
                 goto done;
@@ -283,69 +287,6 @@ static int is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
-/* Clinger's fast path: a decimal with at most 15 significant digits and a power of ten
- * no larger than 1e22 is m * 10^e (or m / 10^-e) with m and 10^e exact doubles, so one
- * correctly rounded IEEE operation gives exactly what float(text) gives.  p..end is an
- * already validated unsigned JSON number with a fraction or an exponent.  Returns 0 when
- * the number needs the full algorithm. */
-static int fast_float(const unsigned char *p, const unsigned char *end, double *out)
-{
-#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
-    static const double powers[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                    1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-    uint64_t m = 0;
-    int digits = 0;    /* significant digits taken into m */
-    long scale = 0;    /* m * 10^scale is the significand */
-    for (; p < end && is_digit(*p); p++) {
-        if (m == 0 && *p == '0')
-            continue;
-        if (++digits > 15)
-            return 0;
-        m = m * 10 + (uint64_t)(*p - '0');
-    }
-    if (p < end && *p == '.') {
-        for (p++; p < end && is_digit(*p); p++) {
-            scale--;
-            if (m == 0 && *p == '0')
-                continue;
-            if (++digits > 15)
-                return 0;
-            m = m * 10 + (uint64_t)(*p - '0');
-        }
-    }
-    long exponent = 0;
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        p++;
-        int neg = 0;
-        if (*p == '+' || *p == '-')
-            neg = *p++ == '-';
-        for (; p < end && is_digit(*p); p++) {
-            if (exponent > 100000)
-                return 0; /* far outside any double: leave it to the full algorithm */
-            exponent = exponent * 10 + (*p - '0');
-        }
-        if (neg)
-            exponent = -exponent;
-    }
-    if (m == 0) {
-        *out = 0.0;
-        return 1;
-    }
-    long e10 = scale + exponent;
-    if (e10 < -22 || e10 > 22)
-        return 0;
-    /* m < 10^15 < 2^53: exact as a double */
-    *out = e10 < 0 ? (double)m / powers[-e10] : (double)m * powers[e10];
-    return 1;
-#else
-    (void)p;
-    (void)end;
-    (void)out;
-    return 0;
-#endif
-}
-
 static PyObject *parse_number(decoder *d)
 {
     const unsigned char *begin = d->p;
@@ -358,44 +299,67 @@ static PyObject *parse_number(decoder *d)
     }
     if (p >= end || !is_digit(*p))
         return fail(d, begin, "invalid number");
+    /* the first 19 significant digits, as w 10^scale; more and the text is parsed exactly */
+    uint64_t w = 0;
+    int digits = 0;
+    long scale = 0;
     if (*p == '0') {
         p++;
         if (p < end && is_digit(*p))
             return fail(d, begin, "leading zero in a number");
     } else {
-        while (p < end && is_digit(*p))
-            p++;
+        for (; p < end && is_digit(*p); p++) {
+            if (++digits <= 19)
+                w = w * 10 + (uint64_t)(*p - '0');
+            else
+                scale++;
+        }
     }
+    const unsigned char *int_end = p;
     int is_float = 0;
     if (p < end && *p == '.') {
         is_float = 1;
         p++;
         if (p >= end || !is_digit(*p))
             return fail(d, p, "expected a digit after the decimal point");
-        while (p < end && is_digit(*p))
-            p++;
+        for (; p < end && is_digit(*p); p++) {
+            if (w == 0 && *p == '0') {
+                scale--;
+                continue;
+            }
+            if (++digits <= 19) {
+                w = w * 10 + (uint64_t)(*p - '0');
+                scale--;
+            }
+        }
     }
+    long exponent = 0;
     if (p < end && (*p == 'e' || *p == 'E')) {
         is_float = 1;
         p++;
+        int neg = 0;
         if (p < end && (*p == '+' || *p == '-'))
-            p++;
+            neg = *p++ == '-';
         if (p >= end || !is_digit(*p))
             return fail(d, p, "expected a digit in the exponent");
-        while (p < end && is_digit(*p))
-            p++;
+        for (; p < end && is_digit(*p); p++) {
+            if (exponent < 100000) /* far outside any double already: stop counting */
+                exponent = exponent * 10 + (*p - '0');
+        }
+        if (neg)
+            exponent = -exponent;
     }
     d->p = p;
     size_t n = (size_t)(p - begin);
     if (is_float) {
         double v;
-        if (fast_float(begin + negative, p, &v))
+        if (w == 0) /* every digit zero, whatever the exponent */
+            return PyFloat_FromDouble(negative ? -0.0 : 0.0);
+        long q = scale + exponent;
+        if (digits <= 19 && q > -100000 && q < 100000 && cx_decimal_to_double(w, (int)q, &v))
             return PyFloat_FromDouble(negative ? -v : v);
-    }
-    if (!is_float && n - (size_t)negative <= 18) {
-        long long v = 0;
-        for (const unsigned char *q = begin + negative; q < p; q++)
-            v = v * 10 + (*q - '0');
+    } else if (int_end - begin - negative <= 18) {
+        long long v = (long long)w;
         return PyLong_FromLongLong(negative ? -v : v);
     }
     /* the rare long numbers: copy out NUL-terminated and let Python parse them exactly */
@@ -584,11 +548,18 @@ static PyObject *parse_value(decoder *d)
 
 PyObject *cx_json_decode(cx_json_key_cache *cache, const char *data, size_t len, cx_json_error *error)
 {
+    return cx_json_decode_ex(cache, data, len, 0, error);
+}
+
+PyObject *cx_json_decode_ex(cx_json_key_cache *cache, const char *data, size_t len, int surrogates,
+                            cx_json_error *error)
+{
     decoder d = {
         .start = (const unsigned char *)data,
         .p = (const unsigned char *)data,
         .end = (const unsigned char *)data + len,
         .depth = 0,
+        .surrogates = surrogates,
         .cache = cache,
         .error = error,
     };

@@ -28,4 +28,11 @@ typedef struct {
  * NULL with an exception set: out of memory or an int too long for Python. */
 PyObject *cx_json_decode(cx_json_key_cache *cache, const char *data, size_t len, cx_json_error *error);
 
+/* The same; surrogates = 1 also accepts UTF-16 surrogates encoded as 3-byte UTF-8 in
+ * strings and decodes them as lone surrogates, for the text of a str that holds them
+ * (encoded with "surrogatepass"), as json.loads(str) keeps them.  Bytes from outside
+ * never get this. */
+PyObject *cx_json_decode_ex(cx_json_key_cache *cache, const char *data, size_t len, int surrogates,
+                            cx_json_error *error);
+
 #endif

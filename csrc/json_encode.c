@@ -1,7 +1,11 @@
 #include "json_encode.h"
 
+#include "float_format.h"
+#include "pow10.h"
+
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,6 +44,15 @@ static inline int put(cx_buf *out, const void *bytes, size_t n)
 
 #define APPEND(e, literal) put((e)->out, literal, sizeof(literal) - 1)
 
+/* Room for exactly n more bytes at out->data + out->len (the caller then adds n to len);
+ * NULL with MemoryError set. */
+static inline char *reserve(cx_buf *out, size_t n)
+{
+    if (out->len + n + 1 <= out->cap && (out->limit == 0 || out->len + n <= out->limit))
+        return out->data + out->len;
+    return cx_buf_reserve(out, n) == 0 ? out->data + out->len : (nomem(), NULL);
+}
+
 static const char hex_digits[] = "0123456789abcdef";
 
 /* type(obj).__name__, as json's messages name types */
@@ -50,70 +63,137 @@ static const char *short_type_name(PyObject *obj)
     return dot ? dot + 1 : name;
 }
 
+/* Bytes each code point below 256 takes with ensure_ascii escaping, as json's ESCAPE_ASCII
+ * writes it: 1 for ' '..'~' except '"' and '\\', 2 for the short escapes, 6 for \u00XX. */
+static const unsigned char escaped_len[256] = {
+    6, 6, 6, 6, 6, 6, 6, 6, 2, 2, 2, 6, 2, 2, 6, 6, /* \b \t \n \f \r */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* '"' */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, /* '\\' */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 6, /* DEL */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+};
 
-/* ensure_ascii: everything outside ' '..'~' is escaped, as json's ESCAPE_ASCII does */
+static inline size_t code_point_len(Py_UCS4 c)
+{
+    return c < 256 ? escaped_len[c] : c < 0x10000 ? 6 : 12;
+}
+
+static inline char *put_u4(char *o, Py_UCS4 unit)
+{
+    o[0] = '\\';
+    o[1] = 'u';
+    o[2] = hex_digits[(unit >> 12) & 0xf];
+    o[3] = hex_digits[(unit >> 8) & 0xf];
+    o[4] = hex_digits[(unit >> 4) & 0xf];
+    o[5] = hex_digits[unit & 0xf];
+    return o + 6;
+}
+
+static inline char *put_escaped(char *o, Py_UCS4 c)
+{
+    switch (c) {
+    case '"': *o++ = '\\'; *o++ = '"'; return o;
+    case '\\': *o++ = '\\'; *o++ = '\\'; return o;
+    case '\n': *o++ = '\\'; *o++ = 'n'; return o;
+    case '\r': *o++ = '\\'; *o++ = 'r'; return o;
+    case '\t': *o++ = '\\'; *o++ = 't'; return o;
+    case '\b': *o++ = '\\'; *o++ = 'b'; return o;
+    case '\f': *o++ = '\\'; *o++ = 'f'; return o;
+    default:
+        if (c >= 0x10000) { /* a UTF-16 pair, as json writes astral characters */
+            Py_UCS4 v = c - 0x10000;
+            o = put_u4(o, 0xd800 | (v >> 10));
+            return put_u4(o, 0xdc00 | (v & 0x3ff));
+        }
+        return put_u4(o, c);
+    }
+}
+
+/* The escaped text of s[i:], whose first character needs escaping; room is reserved for
+ * exactly what it takes (a second pass over the string), so the buffer's limit holds. */
+#define ESCAPE_REST(TYPE)                                                                     \
+    do {                                                                                      \
+        const TYPE *chars = data;                                                             \
+        size_t need = (size_t)i + 2;                                                          \
+        for (Py_ssize_t j = i; j < n; j++)                                                    \
+            need += code_point_len(chars[j]);                                                 \
+        char *o = reserve(out, need);                                                         \
+        if (o == NULL)                                                                        \
+            return -1;                                                                        \
+        char *start = o;                                                                      \
+        *o++ = '"';                                                                           \
+        for (Py_ssize_t j = 0; j < i; j++)                                                    \
+            *o++ = (char)chars[j];                                                            \
+        for (Py_ssize_t j = i; j < n; j++) {                                                  \
+            Py_UCS4 c = chars[j];                                                             \
+            if (c < 256 && escaped_len[c] == 1)                                               \
+                *o++ = (char)c;                                                               \
+            else                                                                              \
+                o = put_escaped(o, c);                                                        \
+        }                                                                                     \
+        *o++ = '"';                                                                           \
+        out->len += (size_t)(o - start);                                                      \
+        return 0;                                                                             \
+    } while (0)
+
+/* ensure_ascii: everything outside ' '..'~' is escaped, as json's ESCAPE_ASCII does.  The
+ * common string needs nothing escaped: one scan, one copy. */
 static int append_escaped(cx_buf *out, PyObject *s)
 {
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
     int kind = PyUnicode_KIND(s);
     const void *data = PyUnicode_DATA(s);
-    if (put(out, "\"", 1) < 0)
-        return -1;
     Py_ssize_t i = 0;
-    while (i < n) {
-        if (kind == PyUnicode_1BYTE_KIND) {
-            const unsigned char *bytes = data;
-            Py_ssize_t run = i;
-            while (run < n && bytes[run] >= 0x20 && bytes[run] < 0x7f && bytes[run] != '"' && bytes[run] != '\\')
-                run++;
-            if (run > i) {
-                if (put(out, bytes + i, (size_t)(run - i)) < 0)
-                    return -1;
-                i = run;
-                continue;
-            }
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const unsigned char *bytes = data;
+        /* eight bytes at a time: any byte < 0x20, '"', '\\', DEL or >= 0x80 sets its high
+         * bit in hit (a borrow can only set more bits after a real one) */
+        const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+        while (n - i >= 8) {
+            uint64_t x;
+            memcpy(&x, bytes + i, 8);
+            uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
+            uint64_t hit = ((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
+                           ((backslash - ones) & ~backslash) | ((del - ones) & ~del) | x;
+            if (hit & highs)
+                break;
+            i += 8;
         }
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        i++;
-        char esc[12];
-        size_t len;
-        switch (c) {
-        case '"': memcpy(esc, "\\\"", 2); len = 2; break;
-        case '\\': memcpy(esc, "\\\\", 2); len = 2; break;
-        case '\n': memcpy(esc, "\\n", 2); len = 2; break;
-        case '\r': memcpy(esc, "\\r", 2); len = 2; break;
-        case '\t': memcpy(esc, "\\t", 2); len = 2; break;
-        case '\b': memcpy(esc, "\\b", 2); len = 2; break;
-        case '\f': memcpy(esc, "\\f", 2); len = 2; break;
-        default:
-            if (c >= 0x20 && c < 0x7f) {
-                esc[0] = (char)c;
-                len = 1;
-            } else {
-                Py_UCS4 units[2];
-                int count = 1;
-                units[0] = c;
-                if (c >= 0x10000) {
-                    Py_UCS4 v = c - 0x10000;
-                    units[0] = 0xd800 | (v >> 10);
-                    units[1] = 0xdc00 | (v & 0x3ff);
-                    count = 2;
-                }
-                len = 0;
-                for (int u = 0; u < count; u++) {
-                    esc[len++] = '\\';
-                    esc[len++] = 'u';
-                    esc[len++] = hex_digits[(units[u] >> 12) & 0xf];
-                    esc[len++] = hex_digits[(units[u] >> 8) & 0xf];
-                    esc[len++] = hex_digits[(units[u] >> 4) & 0xf];
-                    esc[len++] = hex_digits[units[u] & 0xf];
-                }
-            }
+        while (i < n && escaped_len[bytes[i]] == 1)
+            i++;
+        if (i == n) {
+            char *o = reserve(out, (size_t)n + 2);
+            if (o == NULL)
+                return -1;
+            o[0] = '"';
+            memcpy(o + 1, bytes, (size_t)n);
+            o[n + 1] = '"';
+            out->len += (size_t)n + 2;
+            return 0;
         }
-        if (put(out, esc, len) < 0)
-            return -1;
+        ESCAPE_REST(Py_UCS1);
     }
-    return put(out, "\"", 1);
+    if (kind == PyUnicode_2BYTE_KIND) {
+        const Py_UCS2 *units = data;
+        while (i < n && units[i] < 256 && escaped_len[units[i]] == 1)
+            i++;
+        ESCAPE_REST(Py_UCS2);
+    }
+    const Py_UCS4 *points = data;
+    while (i < n && points[i] < 256 && escaped_len[points[i]] == 1)
+        i++;
+    ESCAPE_REST(Py_UCS4);
 }
 
 int cx_json_encode_str(PyObject *s, cx_buf *out)
@@ -131,6 +211,11 @@ static int append_text(encoder *e, PyObject *text)
     return put(e->out, utf8, (size_t)n);
 }
 
+static const char digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 /* v in decimal, as "%lld" writes it */
 static int append_long_long(cx_buf *out, long long v)
 {
@@ -138,10 +223,18 @@ static int append_long_long(cx_buf *out, long long v)
     char *end = digits + sizeof digits;
     char *p = end;
     unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) {
+        unsigned r = (unsigned)(u % 100);
+        u /= 100;
+        p -= 2;
+        memcpy(p, digit_pairs + 2 * r, 2);
+    }
+    if (u >= 10) {
+        p -= 2;
+        memcpy(p, digit_pairs + 2 * u, 2);
+    } else {
+        *--p = (char)('0' + u);
+    }
     if (v < 0)
         *--p = '-';
     return put(out, p, (size_t)(end - p));
@@ -164,102 +257,30 @@ static int append_int(encoder *e, PyObject *obj)
     return rc;
 }
 
-/* The common float of a payload has few digits (0.25, 12.345, 51.507351).  For
- * 1e-4 <= |v| < 1e15, float.__repr__ writes the shortest decimal that reads back as v, in
- * fixed notation.  A decimal m / 10^k with m < 10^15 and k <= 22 reads back as exactly
- * (double)m / 10^k (one correctly rounded division of two exact doubles, Clinger), so the
- * check is exact.  Decimals 10^-k apart are wider apart than v's rounding interval, so at
- * most one m per k reads back as v, and it is round(v * 10^k) or a neighbour; reading back
- * holds for every k from the smallest one on, so the smallest k (the shortest text) is
- * found by bisection.  Returns 0 (nothing written) when v needs more than 15 digits or is
- * outside that range: the caller then uses Python's own repr. */
-static int append_short_double(cx_buf *out, double v, int *rc)
-{
-#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
-    static const double powers[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                    1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-    static const long long limit = 1000000000000000LL; /* 10^15 */
-    double a = fabs(v);
-    if (!(a >= 1e-4 && a < 1e15))
-        return 0;
-    /* the largest k that keeps m = a * 10^k below 10^15 */
-    int hi = 0;
-    while (hi < 22 && a * powers[hi + 1] < 1e15)
-        hi++;
-    long long best_m = -1;
-    int best_k = -1;
-    int lo = 0;
-    while (lo <= hi) {
-        int k = (lo + hi) / 2;
-        long long m = llround(a * powers[k]);
-        long long found = -1;
-        for (long long c = m - 1; c <= m + 1; c++) {
-            if (c > 0 && c < limit && (double)c / powers[k] == a) {
-                found = c;
-                break;
-            }
-        }
-        if (found >= 0) {
-            best_m = found;
-            best_k = k;
-            hi = k - 1;
-        } else {
-            lo = k + 1;
-        }
-    }
-    if (best_k < 0)
-        return 0;
-    /* fixed notation: integer part, '.', k fraction digits (at least one) */
-    char text[48];
-    char *end = text + sizeof text;
-    char *p = end;
-    unsigned long long m = (unsigned long long)best_m;
-    if (best_k == 0)
-        *--p = '0';
-    for (int i = 0; i < best_k; i++) {
-        *--p = (char)('0' + m % 10);
-        m /= 10;
-    }
-    *--p = '.';
-    do {
-        *--p = (char)('0' + m % 10);
-        m /= 10;
-    } while (m);
-    if (v < 0)
-        *--p = '-';
-    *rc = put(out, p, (size_t)(end - p));
-    return 1;
-#else
-    (void)out;
-    (void)v;
-    (void)rc;
-    return 0;
-#endif
-}
-
 static int append_double(cx_buf *out, double v)
 {
-    int rc_short;
     if (isnan(v))
         return put(out, "NaN", 3);
     if (isinf(v))
         return v > 0 ? put(out, "Infinity", 8) : put(out, "-Infinity", 9);
-    /* integral values below 1e16 print as "%lld.0" in float.__repr__ (1e16 and up use an
-     * exponent); -0.0 keeps its sign */
-    if (v > -1e16 && v < 1e16 && v == (double)(long long)v && !(v == 0.0 && signbit(v))) {
-        if (append_long_long(out, (long long)v) < 0)
-            return -1;
-        return put(out, ".0", 2);
+    char text[CX_FLOAT_REPR_MAX];
+    size_t n;
+    if (out->limit == 0 && out->len + CX_FLOAT_REPR_MAX + 1 <= out->cap) {
+        /* straight into the buffer when the room is there already */
+        n = cx_float_repr(v, out->data + out->len);
+        if (n) {
+            out->len += n;
+            return 0;
+        }
+    } else if ((n = cx_float_repr(v, text)) != 0) {
+        return put(out, text, n);
     }
-    if (append_short_double(out, v, &rc_short))
-        return rc_short;
     /* float.__repr__ is exactly this call */
-    char *text = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-    if (text == NULL)
+    char *slow = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (slow == NULL)
         return -1;
-    int rc = put(out, text, strlen(text));
-    PyMem_Free(text);
+    int rc = put(out, slow, strlen(slow));
+    PyMem_Free(slow);
     return rc;
 }
 
@@ -300,8 +321,34 @@ static void leave(encoder *e)
     Py_LeaveRecursiveCall();
 }
 
+/* Lists and tuples themselves; the size is read again after each item, as the list may
+ * change under a str() fallback or a numpy tolist(). */
+static int encode_items(encoder *e, PyObject *seq)
+{
+    if (enter(e, seq) < 0)
+        return -1;
+    int rc = -1;
+    if (APPEND(e, "[") < 0)
+        goto out;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        if (i > 0 && APPEND(e, ", ") < 0)
+            goto out;
+        PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        int bad = encode(e, item);
+        Py_DECREF(item);
+        if (bad)
+            goto out;
+    }
+    rc = APPEND(e, "]");
+out:
+    leave(e);
+    return rc;
+}
+
 static int encode_sequence(encoder *e, PyObject *seq)
 {
+    if (PyList_CheckExact(seq) || PyTuple_CheckExact(seq))
+        return encode_items(e, seq);
     PyObject *fast = PySequence_Fast(seq, "expected a sequence");
     if (fast == NULL)
         return -1;
@@ -417,6 +464,18 @@ static int is_numpy(PyObject *obj)
 
 static int encode(encoder *e, PyObject *obj)
 {
+    /* the exact built-in types first: one pointer compare each, no subtype walk */
+    PyTypeObject *type = Py_TYPE(obj);
+    if (type == &PyUnicode_Type)
+        return append_escaped(e->out, obj);
+    if (type == &PyFloat_Type)
+        return append_double(e->out, PyFloat_AS_DOUBLE(obj));
+    if (type == &PyLong_Type)
+        return append_int(e, obj);
+    if (type == &PyDict_Type)
+        return encode_dict(e, obj);
+    if (type == &PyList_Type)
+        return encode_items(e, obj);
     if (obj == Py_None)
         return APPEND(e, "null");
     if (obj == Py_True)

@@ -9,6 +9,7 @@
 #include "json_encode.h"
 #include "logger.h"
 #include "metrics_client.h"
+#include "pow10.h"
 #include "server_type.h"
 #include "tensor_convert.h"
 
@@ -52,10 +53,22 @@ static PyObject *json_loads(PyObject *module, PyObject *data)
     cx_module_state *st = cx_state_from_module(module);
     const char *bytes;
     Py_ssize_t len;
+    PyObject *encoded = NULL; /* the surrogatepass UTF-8 of a str with lone surrogates */
+    int surrogates = 0;
     if (PyUnicode_Check(data)) {
         bytes = PyUnicode_AsUTF8AndSize(data, &len);
-        if (bytes == NULL)
-            return NULL;
+        if (bytes == NULL) {
+            /* only surrogates make a str unencodable; json.loads keeps them as they are */
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+                return NULL;
+            PyErr_Clear();
+            encoded = PyUnicode_AsEncodedString(data, "utf-8", "surrogatepass");
+            if (encoded == NULL)
+                return NULL;
+            bytes = PyBytes_AS_STRING(encoded);
+            len = PyBytes_GET_SIZE(encoded);
+            surrogates = 1;
+        }
     } else if (PyBytes_Check(data)) {
         bytes = PyBytes_AS_STRING(data);
         len = PyBytes_GET_SIZE(data);
@@ -67,7 +80,8 @@ static PyObject *json_loads(PyObject *module, PyObject *data)
                             Py_TYPE(data)->tp_name);
     }
     cx_json_error error;
-    PyObject *value = cx_json_decode(&st->key_cache, bytes, (size_t)len, &error);
+    PyObject *value = cx_json_decode_ex(&st->key_cache, bytes, (size_t)len, surrogates, &error);
+    Py_XDECREF(encoded);
     if (value == NULL && !PyErr_Occurred()) {
         PyObject *exc = PyObject_CallFunction(st->json_decode_error, "s", error.message);
         if (exc != NULL) {
@@ -85,20 +99,35 @@ static PyObject *json_loads(PyObject *module, PyObject *data)
     return value;
 }
 
+/* Scratch memory json_dumps keeps between calls; a bigger document's is given back. */
+#define DUMPS_SCRATCH_KEEP (1u << 20)
+
 /* json_dumps(obj) -> str, byte-identical to json.dumps(obj). */
 static PyObject *json_dumps(PyObject *module, PyObject *obj)
 {
-    (void)module;
-    cx_buf out;
-    cx_buf_init(&out, 0);
-    if (cx_json_encode(obj, &out) < 0) {
-        cx_buf_free(&out);
-        return NULL;
+    cx_module_state *st = cx_state_from_module(module);
+    cx_buf local;
+    cx_buf *out = &local;
+    if (st->dumps_busy) {
+        cx_buf_init(&local, 0);
+    } else {
+        out = &st->dumps_scratch;
+        out->len = 0;
+        st->dumps_busy = 1;
     }
-    PyObject *text = PyUnicode_New((Py_ssize_t)out.len, 127); /* ensure_ascii: always ASCII */
-    if (text != NULL && out.len)
-        memcpy(PyUnicode_1BYTE_DATA(text), out.data, out.len);
-    cx_buf_free(&out);
+    PyObject *text = NULL;
+    if (cx_json_encode(obj, out) == 0) {
+        text = PyUnicode_New((Py_ssize_t)out->len, 127); /* ensure_ascii: always ASCII */
+        if (text != NULL && out->len)
+            memcpy(PyUnicode_1BYTE_DATA(text), out->data, out->len);
+    }
+    if (out == &local) {
+        cx_buf_free(&local);
+    } else {
+        st->dumps_busy = 0;
+        if (out->cap > DUMPS_SCRATCH_KEEP)
+            cx_buf_free(out);
+    }
     return text;
 }
 
@@ -163,6 +192,7 @@ static const char *const standard_attrs[] = {
 static int module_exec(PyObject *module)
 {
     cx_module_state *st = cx_state_from_module(module);
+    cx_pow10_init(); /* the JSON codec's float tables, before any call can need them */
     st->json_decode_error = PyErr_NewExceptionWithDoc(
         "cortex_runtime.json.JSONDecodeError", "Invalid JSON; .pos is the byte offset of the problem.",
         PyExc_ValueError, NULL);
@@ -227,6 +257,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->metrics_client_type);
     Py_CLEAR(st->json_decode_error);
     cx_json_key_cache_clear(&st->key_cache);
+    cx_buf_free(&st->dumps_scratch);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_HELPERS(CLEAR)
 #undef CLEAR

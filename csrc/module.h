@@ -7,6 +7,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "buf.h"
 #include "json_decode.h"
 
 typedef struct {
@@ -15,6 +16,11 @@ typedef struct {
 
     PyObject *json_decode_error; /* cortex_runtime.json.JSONDecodeError, a ValueError */
     cx_json_key_cache key_cache;
+    /* json_dumps writes here and keeps the memory (up to DUMPS_SCRATCH_KEEP) for the next
+     * call, so a call neither grows a buffer from nothing nor faults fresh pages in;
+     * dumps_busy: a nested call (from a numpy tolist) uses a buffer of its own */
+    cx_buf dumps_scratch;
+    int dumps_busy;
 
     /* installed once by cortex_runtime at import (install_helpers) */
     PyObject *decode_form;    /* (bytes, content_type) -> dict; ValueError on bad bodies */

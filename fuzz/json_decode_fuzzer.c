@@ -21,6 +21,7 @@
 #include "buf.h"
 #include "json_decode.h"
 #include "json_encode.h"
+#include "pow10.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -43,6 +44,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     PyConfig_Clear(&config);
     if (PyStatus_Exception(status))
         Py_ExitStatusException(status);
+    cx_pow10_init();
     return 0;
 }
 

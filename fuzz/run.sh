@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses into fuzz/build/ and runs them.
 #
-#   fuzz/run.sh SECONDS [json_decode|content_type|ignore|form|all]   (default: all, SECONDS each)
+#   fuzz/run.sh SECONDS [json_decode|float|content_type|ignore|form|all]   (default: all, SECONDS each)
 #
-# json_decode, content_type: C harnesses.  Need clang with libFuzzer (Debian: apt-get install
+# json_decode, float, content_type: C harnesses (float: the float formatter and parser
+# against the C library's strtod/snprintf, no Python).  Need clang with libFuzzer (Debian: apt-get install
 # clang) and the Python the project builds against (PYTHON, default .venv/bin/python, else
 # python3).  ignore, form: atheris harnesses of the Python-side parsers (the .cortexignore
 # matcher, the form decoder), run by PYTHON, which needs atheris (pip install atheris).  Seeds: every file of
@@ -12,7 +13,7 @@
 # left in fuzz/build/artifacts/.
 set -euo pipefail
 
-seconds=${1:?usage: fuzz/run.sh SECONDS [json_decode|content_type|ignore|form|all]}
+seconds=${1:?usage: fuzz/run.sh SECONDS [json_decode|float|content_type|ignore|form|all]}
 which_target=${2:-all}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -33,7 +34,8 @@ build_json() {
     ldlib=$("$PYTHON" -c 'import sysconfig; v = sysconfig.get_config_var("LDVERSION"); print("python" + v)')
     "$CC" "${flags[@]}" -I"$inc" -o "$build/json_decode_fuzzer" \
         "$here/json_decode_fuzzer.c" "$root/csrc/json_decode.c" "$root/csrc/json_encode.c" \
-        "$root/csrc/buf.c" -L"$libdir" -Wl,-rpath,"$libdir" -l"$ldlib" -lm
+        "$root/csrc/buf.c" "$root/csrc/pow10.c" "$root/csrc/float_format.c" "$root/csrc/float_parse.c" \
+        -L"$libdir" -Wl,-rpath,"$libdir" -l"$ldlib" -lm
     # seeds: the JSON test suite (parsing and transform cases) and a realistic document
     mkdir -p "$build/corpus/json_decode"
     local suite=$root/../shared/testdata/json-test-suite
@@ -42,6 +44,17 @@ build_json() {
     done
     printf '{"id": 12, "name": "caf\\u00e9 \xc3\xa9", "tags": ["a", "b"], "score": -1.5e-3, "ok": true, "none": null, "nested": {"k": [1, 2, {"x": "\\ud834\\udd1e"}]}}' \
         > "$build/corpus/json_decode/seed-document.json"
+}
+
+build_float() {
+    "$CC" "${flags[@]}" -o "$build/float_fuzzer" "$here/float_fuzzer.c" "$root/csrc/float_format.c" \
+        "$root/csrc/float_parse.c" "$root/csrc/pow10.c" -lm
+    local c=$build/corpus/float
+    mkdir -p "$c"
+    # 0.1, 1e23's neighbour, the smallest normal; each followed by a decimal
+    printf '\x9a\x99\x99\x99\x99\x99\xb9\x3f\x01\x00\x00\x00\x00\x00\x00\x00\x90\x01' > "$c/seed-1"
+    printf '\xff\xff\xff\xff\xff\xff\x0f\x00\xff\xff\xff\xff\xff\xff\x00\x00\x10\x00' > "$c/seed-2"
+    printf '\x00\x00\x00\x00\x00\x00\x10\x00\x15\xcd\x5b\x07\x00\x00\x00\x00\x50\x00' > "$c/seed-3"
 }
 
 build_content_type() {
@@ -103,15 +116,18 @@ run_one() { # name, dict, extra args...
 
 case $which_target in
 json_decode)  build_json; run_one json_decode json.dict -max_len=65536 ;;
+float)        build_float; run_one float float.dict -max_len=64 ;;
 content_type) build_content_type; run_one content_type content_type.dict -max_len=512 ;;
 ignore)       seed_ignore; run_atheris ignore -max_len=4096 ;;
 form)         seed_form; run_atheris form -max_len=16384 ;;
 all)
     build_json
+    build_float
     build_content_type
     seed_ignore
     seed_form
     run_one json_decode json.dict -max_len=65536
+    run_one float float.dict -max_len=64
     run_one content_type content_type.dict -max_len=512
     run_atheris ignore -max_len=4096
     run_atheris form -max_len=16384

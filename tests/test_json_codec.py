@@ -5,10 +5,13 @@ json.dumps byte for byte: the JSON test suite, a hypothesis differential, and th
 (nesting, huge numbers, 10 MB strings, invalid UTF-8, escapes, subclasses, numpy, the key
 cache)."""
 import collections
+import decimal
 import enum
 import json
 import math
+import random
 import re
+import struct
 import subprocess
 import sys
 import textwrap
@@ -794,3 +797,170 @@ def test_floats_of_every_kind_repr_exactly():
     values = [v for v in values if math.isfinite(v)]
     assert dumps(values) == json.dumps(values)
     assert same(loads(json.dumps(values)), values)
+
+
+# ---- shortest float formatting and exact float parsing --------------------------------
+# dumps writes floats with its own shortest round-trip formatter and loads reads up to 19
+# significant digits with its own exact parser; both must agree with repr() and float()
+# on every double, so the edges of both algorithms are swept here.
+
+def double_from_bits(bits):
+    return struct.unpack("<d", struct.pack("<Q", bits))[0]
+
+
+def finite_random_doubles(count, seed):
+    rng = random.Random(seed)
+    values = []
+    while len(values) < count:
+        value = double_from_bits(rng.getrandbits(64))
+        if math.isfinite(value):
+            values.append(value)
+    return values
+
+
+def edge_doubles():
+    values = [0.0, -0.0, sys.float_info.max, -sys.float_info.max, sys.float_info.min, 5e-324,
+              sys.float_info.min - 5e-324, math.nextafter(sys.float_info.min, math.inf)]
+    for e in range(-1074, 1024):  # powers of two (the irregular intervals) and neighbours
+        x = math.ldexp(1.0, e)
+        values += [x, math.nextafter(x, 0.0), math.nextafter(x, math.inf)]
+    for e in range(-324, 309):  # powers of ten and neighbours
+        x = float(f"1e{e}")
+        if x and math.isfinite(x):
+            values += [x, math.nextafter(x, 0.0), math.nextafter(x, math.inf)]
+    for bits in range(1, 2000):  # the smallest subnormals, one by one
+        values.append(double_from_bits(bits))
+    for x in (1e16, 1e-4, 1e15, 1e17, 1e-5, 9999999999999998.0, 1.2345678901234567e16, 0.00012345):
+        y = x
+        for _ in range(5):  # around repr's switches between positional and exponent notation
+            y = math.nextafter(y, 0.0)
+            values.append(y)
+        y = x
+        for _ in range(5):
+            y = math.nextafter(y, math.inf)
+            values.append(y)
+        values.append(x)
+    for d in range(1, 100):  # one- and two-digit decimals at every scale
+        for e in range(-325, 309, 7):
+            x = float(f"{d}e{e}")
+            if math.isfinite(x):
+                values.append(x)
+    return values + [-v for v in values]
+
+
+def test_float_repr_of_edge_doubles():
+    values = edge_doubles()
+    assert dumps(values) == repr(values)
+
+
+def test_float_repr_of_random_bit_patterns():
+    values = finite_random_doubles(300_000, seed=20261201)
+    assert dumps(values) == repr(values)
+
+
+def test_float_repr_notation_switch():
+    cases = {1e16: "1e+16", 1e-5: "1e-05", 1.5e-7: "1.5e-07", 1.2345678901234567e20: "1.2345678901234567e+20",
+             1e-4: "0.0001", 9999999999999998.0: "9999999999999998.0", -0.0: "-0.0", 1e22: "1e+22",
+             5e-324: "5e-324", 1.7976931348623157e308: "1.7976931348623157e+308", 123.456: "123.456",
+             1e100: "1e+100", 2.5e-100: "2.5e-100", 0.30000000000000004: "0.30000000000000004"}
+    for value, text in cases.items():
+        assert dumps(value) == text == repr(value)
+
+
+@HYPOTHESIS
+@given(st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True))
+def test_float_dumps_is_json_dumps(value):
+    assert dumps(value) == json.dumps(value)
+    assert dumps([value, {"k": value}]) == json.dumps([value, {"k": value}])
+
+
+def loads_many(texts):
+    values = loads("[" + ",".join(texts) + "]")
+    assert len(values) == len(texts)
+    return values
+
+
+def assert_parses_as_float(texts):
+    values = loads_many(texts)
+    bad = [(t, v, float(t)) for t, v in zip(texts, values) if not same(v, float(t))]
+    assert bad == []
+
+
+def test_float_loads_of_repr_and_17_digits_of_random_doubles():
+    values = finite_random_doubles(200_000, seed=7)
+    assert_parses_as_float([repr(v) for v in values])
+    assert_parses_as_float(["%.17g" % v if "e" in "%.17g" % v or "." in "%.17g" % v else "%.17g.0" % v
+                            for v in values[:50_000]])
+    rng = random.Random(8)
+    assert_parses_as_float(["%.*e" % (rng.randint(0, 24), v) for v in values[:50_000]])
+
+
+def test_float_loads_of_edge_doubles():
+    values = edge_doubles()
+    texts = [repr(v) for v in values] + ["%.17e" % v for v in values] + ["%.25e" % v for v in values]
+    assert_parses_as_float(texts)
+
+
+def test_float_loads_of_random_decimals_with_wide_exponents():
+    rng = random.Random(9)
+    texts = []
+    for _ in range(200_000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 25)))
+        point = rng.randint(1, len(digits))
+        mantissa = (digits[:point].lstrip("0") or "0") + ("." + digits[point:] if point < len(digits) else "")
+        exponent = rng.choice([f"e{rng.randint(-400, 400)}", f"E+{rng.randint(0, 330)}",
+                               f"e-{rng.randint(0, 350)}", f"e{rng.randint(-30, 30)}"])
+        texts.append(rng.choice(["", "-"]) + mantissa + exponent)
+    assert_parses_as_float(texts)
+
+
+def test_float_loads_of_halfway_and_boundary_cases():
+    texts = ["9007199254740993.0", "9007199254740993e0", "9007199254740992.5e0", "2.2250738585072011e-308",
+             "2.2250738585072012e-308", "4.9406564584124654e-324", "2.4703282292062327e-324",
+             "2.4703282292062328e-324", "1.7976931348623157e308", "1.7976931348623158e308",
+             "1.7976931348623159e308", "1e-400", "1e400", "-1e400", "0e400", "123456789012345678e-10",
+             "1234567890123456789e-300", "1234567890123456789e300", "0.1e-342", "1e-342", "1e-343", "1e308",
+             "1e309", "7.2057594037927933e16", "1.00000000000000011102230246251565404236316680908203125",
+             "1.00000000000000011102230246251565404236316680908203124",
+             "1.00000000000000011102230246251565404236316680908203126", "0.0000000000000000000000000001e28"]
+    for m in range(1, 40):  # exact halfway points between neighbouring doubles
+        x = math.ldexp(1.0, m * 25 - 500)
+        up = math.nextafter(x, math.inf)
+        half = (decimal.Decimal(x) + decimal.Decimal(up)) / 2
+        texts += [f"{half:e}", f"{half:.18e}", f"{half:.30e}"]
+    assert_parses_as_float(texts)
+    assert_parses_as_float([t.replace("e", "E") for t in texts if "e" in t])
+
+
+@HYPOTHESIS
+@given(st.integers(0, 10 ** 25), st.integers(-400, 400))
+def test_float_loads_of_hypothesis_decimals(significand, exponent):
+    text = f"{significand}e{exponent}"
+    assert same(loads(text), float(text))
+    assert same(loads("-" + text), float("-" + text))
+
+
+# ---- str input with lone surrogates ---------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    '"\ud800"', '"\udfff"', '"a\udc00b"', '"\ud83d\ude00"', '{"\ud800k": "\udbff"}', '["\ud800", 1.5]',
+    '"\ud800\\u0041"', '"\\ud83d\ude00"', '"\ud800\\n\udc00"', '"caf\u00e9 \ud800 \U0001d11e"',
+])
+def test_str_with_lone_surrogates_loads_as_json_loads(text):
+    assert same(loads(text), json.loads(text))
+
+
+def test_str_with_lone_surrogates_still_rejects_invalid_json():
+    # (positions count UTF-8 bytes, not characters, so they are not compared here)
+    for text in ['"\ud800', '["\ud800",]', '"\ud800\x01"', '\ud800']:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)
+        with pytest.raises(JSONDecodeError):
+            loads(text)
+
+
+def test_bytes_with_encoded_surrogates_still_rejected():
+    for data in (b'"\xed\xa0\x80"', b'"\xed\xbf\xbf"', b'["\xed\xa0\xbd\xed\xb8\x80"]', b'{"\xed\xa0\x80": 1}'):
+        decode_error(data)
+        decode_error(bytearray(data))
+    assert loads('"ok"'.encode()) == "ok"
