@@ -275,7 +275,7 @@ static int append_double(cx_buf *out, double v)
     } else if ((n = cx_float_repr(v, text)) != 0) {
         return put(out, text, n);
     }
-    /* float.__repr__ is exactly this call */
+    /* float.__repr__ is exactly this call (CPython's allocation: not one of ours to count) */
     char *slow = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (slow == NULL)
         return -1;
