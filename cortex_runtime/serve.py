@@ -280,6 +280,9 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
         raise StartupError(str(e)) from None
     if shared_ready is not None:
         server.set_shared_ready(shared_ready)
+    if early_instances is not None:
+        # its __init__ is done: what it accepts before work() starts waits for it, not a 503
+        server.set_ready(True)
     for index, client in prepared.tensorflow_clients.items():
         client.on_change(lambda index=index: _refresh_get_body(server, prepared, index))
 
