@@ -1,10 +1,11 @@
 """/healthz and /metrics latency while predict() keeps the CPU (and the GIL) busy, in one run.
 
-    python bench/healthz.py [--duration 10] [--rate 200] [--busy-ms 50]
+    python bench/healthz.py [--duration 10] [--rate 200] [--busy-ms 50] [--server-cpus 0]
 
 One `python -m cortex_runtime serve` of a predictor that spins in pure Python for
 --busy-ms per call (holding the GIL all along), pinned to CPU 0 with everything
-else of this script on CPU 1 (bench/run.py's helpers). Three phases, each
+else of this script on CPU 1 (bench/run.py's helpers; --server-cpus 0,1 lets the
+server use both cores, as a two-core replica would). Three phases, each
 --duration seconds:
 
 - idle: nobody calls predict; /healthz and /metrics are probed;
@@ -14,19 +15,20 @@ else of this script on CPU 1 (bench/run.py's helpers). Three phases, each
   as fast as it answers (not what a health checker does: it makes the I/O
   thread CPU-bound too, so the two threads share the core's time slices).
 
-A probe is what a load balancer or kubelet does, only much more often: one
-keep-alive connection, one GET every 1/--rate seconds (open loop: the next one is
-sent on schedule, not when the last answer came), each timed from send to the
-last byte of the answer. The table gives p50, p99 and max in ms per phase and
+A probe is what a load balancer or kubelet does, only much more often: /healthz
+and then /metrics, each on its own keep-alive connection, one GET every 1/--rate
+seconds (open loop: the next one is sent on schedule, not when the last answer
+came), each timed from send to the last byte of the answer; the busy client is a
+process of its own, so nothing else in the prober competes for its GIL. The table gives p50, p99 and max in ms per phase and
 path; the target is p99 <= 1 ms while busy.
 """
 import argparse
 import http.client
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -84,47 +86,44 @@ def probe(port, path, duration, rate):
     return latencies
 
 
+BUSY_CLIENT = """
+import http.client, sys
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=60)
+calls = 0
+try:
+    while True:
+        conn.request("POST", "/spin", body=b"{}", headers={"Content-Type": "application/json"})
+        conn.getresponse().read()
+        calls += 1
+except KeyboardInterrupt:
+    print(calls)
+"""
+
+
 class Busy:
-    """Keeps predict running: a new POST as soon as the last one is answered."""
+    """Keeps predict running: a new POST as soon as the last one is answered.  Its own
+    process, so its wake-ups never hold this one's GIL while a probe is timed."""
 
     def __init__(self, port):
         self.port = port
-        self.stop = threading.Event()
         self.calls = 0
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        while not self.stop.is_set():
-            conn.request("POST", "/spin", body=b"{}", headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            r.read()
-            self.calls += 1
-        conn.close()
+        self.proc = None
 
     def __enter__(self):
-        self.thread.start()
+        self.proc = subprocess.Popen(["taskset", "-c", bench_run.WRK_CPU, sys.executable, "-c",
+                                      BUSY_CLIENT, str(self.port)], stdout=subprocess.PIPE, text=True)
         time.sleep(0.5)
         return self
 
     def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(30)
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        self.calls = int(out.strip() or 0)
 
 
 def probe_both(port, duration, rate):
-    """/healthz and /metrics probed at the same time, each at rate."""
-    results = {}
-
-    def one(path):
-        results[path] = probe(port, path, duration, rate)
-
-    threads = [threading.Thread(target=one, args=(p,)) for p in ("/healthz", "/metrics")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    """/healthz, then /metrics, each probed for duration at rate by this one thread."""
+    return {path: probe(port, path, duration, rate) for path in ("/healthz", "/metrics")}
 
 
 def closed_loop(url, duration):
@@ -140,7 +139,11 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=200.0, help="probes per second per path")
     parser.add_argument("--busy-ms", type=float, default=50.0, help="CPU time of one predict call")
+    parser.add_argument("--server-cpus", default=bench_run.SERVER_CPU,
+                        help=f"taskset CPU list for the server (default {bench_run.SERVER_CPU}: one core "
+                             f"for predict and the I/O thread; 0,1: a two-core replica)")
     args = parser.parse_args(argv)
+    bench_run.SERVER_CPU = args.server_cpus
     os.sched_setaffinity(0, {int(bench_run.WRK_CPU)})
     rows = []
     with tempfile.TemporaryDirectory() as root:
@@ -156,7 +159,7 @@ def main(argv=None):
             with Busy(port) as busy:
                 for path, lat in probe_both(port, args.duration, args.rate).items():
                     rows.append(("busy", path, lat))
-                calls = busy.calls
+            calls = busy.calls
             with Busy(port):
                 wrk_result = closed_loop(f"http://127.0.0.1:{port}/healthz", int(args.duration))
         finally:
