@@ -1,6 +1,7 @@
 """Clients that misbehave on the wire: each case is followed by a normal request that must
 be answered, so no client can take the server down or out of step."""
 import os
+import re
 import resource
 import socket
 import threading
@@ -356,18 +357,23 @@ def test_max_connections_above_the_open_file_limit_is_lowered_with_a_warning(sim
     live = serve(simple_project(PREDICTOR), "--no-access-log", "--max-connections", "5000",
                  preexec_fn=low_limit)
     line = live.wait_for_log(lambda l: l.get("levelname") == "WARNING")
-    assert line["message"] == ("--max-connections 5000 is more than the open-file limit allows "
-                               "(RLIMIT_NOFILE 200, hard 200): holding at most 72 connections")
-    idle = open_idle(live.port, 72)
+    m = re.fullmatch(r"--max-connections 5000 is more than the open-file limit allows "
+                     r"\(RLIMIT_NOFILE (\d+), hard (\d+)\): holding at most (\d+) connections",
+                     line["message"])
+    assert m, line["message"]
+    soft, hard, holding = map(int, m.groups())
+    # 200 as set, or a few less under valgrind, which keeps some descriptors for itself
+    assert 150 <= soft == hard <= 200 and holding == soft - 128
+    idle = open_idle(live.port, holding)
     try:
-        assert wait_for_sockets(live.proc.pid, 72) >= 72
+        assert wait_for_sockets(live.proc.pid, holding) >= holding
         # beyond that connections wait instead of the server running out of descriptors
         extra = open_idle(live.port, 300)
         held = server_sockets(live.proc.pid)
         for s in extra:
             s.close()
         assert live.proc.poll() is None and closed_by_peer(idle) == 0
-        assert held <= 72 + 3, held  # the listening socket and a few of Python's beside them
+        assert held <= holding + 3, held  # the listening socket and a few of Python's beside them
     finally:
         for s in idle:
             s.close()
