@@ -287,6 +287,55 @@ static int is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
+#define ASCII_ZEROS 0x3030303030303030ULL
+
+/* The value of eight digit values (0-9, one a byte, the first in the lowest byte): pairs,
+ * then quads, then the eight combined, every lane at once; no lane can carry into the next
+ * (99, 9999 and 99999999 fit their 8, 16 and 32 bits). */
+static inline uint64_t value8(uint64_t a)
+{
+    a = (a * 10 + (a >> 8)) & 0x00ff00ff00ff00ffULL;
+    a = (a * 100 + (a >> 16)) & 0x0000ffff0000ffffULL;
+    return (a * 10000 + (a >> 32)) & 0xffffffffULL;
+}
+
+static const uint64_t pow10_upto8[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+
+/* Consumes the run of digits at p.  *digits counts every one of them; *w accumulates their
+ * value only while the count stays within 19, past which the caller ignores w and parses
+ * the text exactly.  Eight bytes are looked at a time: a byte is a digit when its value
+ * xor '0' is below 10, tested without carries between bytes, and the leading digits of
+ * the word are converted in one go. */
+static inline const unsigned char *scan_digits(const unsigned char *p, const unsigned char *end,
+                                               uint64_t *w, int *digits)
+{
+    uint64_t v = *w;
+    int n = *digits;
+    while (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        uint64_t a = x ^ ASCII_ZEROS;
+        uint64_t not_digit = (((a & 0x7f7f7f7f7f7f7f7fULL) + 0x7676767676767676ULL) | a) & 0x8080808080808080ULL;
+        int k = not_digit ? __builtin_ctzll(not_digit) >> 3 : 8;
+        if (k == 0)
+            goto done;
+        if (n + k <= 19) /* the k digits moved to the top, zeros before them */
+            v = v * pow10_upto8[k] + value8(a << (64 - 8 * k));
+        n += k;
+        p += k;
+        if (k < 8)
+            goto done;
+    }
+    for (; p < end && is_digit(*p); p++) {
+        if (++n <= 19)
+            v = v * 10 + (uint64_t)(*p - '0');
+    }
+done:
+    *w = v;
+    *digits = n;
+    return p;
+}
+
 static PyObject *parse_number(decoder *d)
 {
     const unsigned char *begin = d->p;
@@ -299,7 +348,8 @@ static PyObject *parse_number(decoder *d)
     }
     if (p >= end || !is_digit(*p))
         return fail(d, begin, "invalid number");
-    /* the first 19 significant digits, as w 10^scale; more and the text is parsed exactly */
+    /* the digits as w 10^scale, exact while there are at most 19 of them; more and the
+     * text is parsed exactly */
     uint64_t w = 0;
     int digits = 0;
     long scale = 0;
@@ -308,12 +358,7 @@ static PyObject *parse_number(decoder *d)
         if (p < end && is_digit(*p))
             return fail(d, begin, "leading zero in a number");
     } else {
-        for (; p < end && is_digit(*p); p++) {
-            if (++digits <= 19)
-                w = w * 10 + (uint64_t)(*p - '0');
-            else
-                scale++;
-        }
+        p = scan_digits(p, end, &w, &digits);
     }
     const unsigned char *int_end = p;
     int is_float = 0;
@@ -322,16 +367,13 @@ static PyObject *parse_number(decoder *d)
         p++;
         if (p >= end || !is_digit(*p))
             return fail(d, p, "expected a digit after the decimal point");
-        for (; p < end && is_digit(*p); p++) {
-            if (w == 0 && *p == '0') {
+        if (w == 0) { /* leading zeros of a fraction are no significant digits */
+            for (; p < end && *p == '0'; p++)
                 scale--;
-                continue;
-            }
-            if (++digits <= 19) {
-                w = w * 10 + (uint64_t)(*p - '0');
-                scale--;
-            }
         }
+        int before = digits;
+        p = scan_digits(p, end, &w, &digits);
+        scale -= digits - before;
     }
     long exponent = 0;
     if (p < end && (*p == 'e' || *p == 'E')) {
