@@ -17,6 +17,11 @@ typedef struct {
     int surrogates; /* UTF-8-encoded surrogates are characters (a str's surrogatepass text) */
     cx_json_key_cache *cache;
     cx_json_error *error;
+    /* The items of the arrays being parsed, innermost last (owned): an array takes its
+     * own off the top when it closes and is built at its final size in one go. */
+    PyObject **stack;
+    size_t top, cap;
+    PyObject *small_stack[256];
 } decoder;
 
 static size_t utf8_sequence(const unsigned char *p, const unsigned char *end, int surrogates);
@@ -443,28 +448,42 @@ static int literal(decoder *d, const char *word, size_t n)
     return 0;
 }
 
+static int push(decoder *d, PyObject *item)
+{
+    if (d->top == d->cap) {
+        size_t cap = d->cap * 2;
+        PyObject **stack = CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, cap * sizeof *stack);
+        if (stack == NULL) {
+            Py_DECREF(item);
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(stack, d->stack, d->top * sizeof *stack);
+        if (d->stack != d->small_stack)
+            CX_PYMEM_FREE(CX_ALLOC_SCRATCH, d->stack);
+        d->stack = stack;
+        d->cap = cap;
+    }
+    d->stack[d->top++] = item;
+    return 0;
+}
+
 static PyObject *parse_array(decoder *d)
 {
     const unsigned char *open = d->p;
     d->p++;
     if (++d->depth > CX_JSON_MAX_DEPTH)
         return fail(d, open, "nesting too deep");
-    PyObject *list = PyList_New(0);
-    if (list == NULL)
-        return NULL;
+    size_t base = d->top;
     skip_ws(d);
     if (d->p < d->end && *d->p == ']') {
         d->p++;
         d->depth--;
-        return list;
+        return PyList_New(0);
     }
     for (;;) {
         PyObject *item = parse_value(d);
-        if (item == NULL)
-            goto error;
-        int rc = PyList_Append(list, item);
-        Py_DECREF(item);
-        if (rc < 0)
+        if (item == NULL || push(d, item) < 0)
             goto error;
         skip_ws(d);
         if (d->p >= d->end) {
@@ -482,10 +501,18 @@ static PyObject *parse_array(decoder *d)
         d->p++;
         skip_ws(d);
     }
+    PyObject *list = PyList_New((Py_ssize_t)(d->top - base));
+    if (list == NULL)
+        goto error;
+    /* the references move from the stack into the list */
+    for (size_t i = base; i < d->top; i++)
+        PyList_SET_ITEM(list, (Py_ssize_t)(i - base), d->stack[i]);
+    d->top = base;
     d->depth--;
     return list;
 error:
-    Py_DECREF(list);
+    while (d->top > base)
+        Py_DECREF(d->stack[--d->top]);
     return NULL;
 }
 
@@ -596,21 +623,24 @@ PyObject *cx_json_decode(cx_json_key_cache *cache, const char *data, size_t len,
 PyObject *cx_json_decode_ex(cx_json_key_cache *cache, const char *data, size_t len, int surrogates,
                             cx_json_error *error)
 {
-    decoder d = {
-        .start = (const unsigned char *)data,
-        .p = (const unsigned char *)data,
-        .end = (const unsigned char *)data + len,
-        .depth = 0,
-        .surrogates = surrogates,
-        .cache = cache,
-        .error = error,
-    };
+    decoder d; /* field by field: an initializer would zero small_stack on every call */
+    d.start = d.p = (const unsigned char *)data;
+    d.end = (const unsigned char *)data + len;
+    d.depth = 0;
+    d.surrogates = surrogates;
+    d.cache = cache;
+    d.error = error;
+    d.stack = d.small_stack;
+    d.top = 0;
+    d.cap = sizeof d.small_stack / sizeof d.small_stack[0];
     error->message[0] = '\0';
     error->position = 0;
     if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
         return fail(&d, d.p, "unexpected UTF-8 byte order mark");
     skip_ws(&d);
     PyObject *value = parse_value(&d);
+    if (d.stack != d.small_stack)
+        CX_PYMEM_FREE(CX_ALLOC_SCRATCH, d.stack);
     if (value == NULL)
         return NULL;
     skip_ws(&d);
