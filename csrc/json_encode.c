@@ -17,6 +17,7 @@
 
 typedef struct {
     cx_buf *out;
+    cx_json_key_texts *keys; /* NULL: no cache */
     int str_fallback; /* unknown types become str(obj), like json.dumps(default=str) */
     int depth;
     int path_cap;
@@ -286,6 +287,58 @@ static int append_double(cx_buf *out, double v)
 
 static int encode(encoder *e, PyObject *obj);
 
+/* What the fast paths below may write at once: ", " and a float's repr with the blocks it
+ * writes past its end, or ", " and a cached key's text. */
+#define ITEM_ROOM 64
+
+/* The fast paths write into spare capacity without the exact accounting a limit needs. */
+static inline int has_room(const cx_buf *out)
+{
+    return out->limit == 0 && out->len + ITEM_ROOM < out->cap;
+}
+
+/* The text of a float (finite, not one of the few subnormals repr formats itself) or an int
+ * of 64 bits at o, with ITEM_ROOM - 2 bytes there; its length, or 0 when obj is none of
+ * those and nothing counts as written.  No Python code runs, so the caller needs no
+ * reference of its own to obj. */
+static inline size_t scalar_text(char *o, PyObject *obj)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    if (type == &PyFloat_Type) {
+        double v = PyFloat_AS_DOUBLE(obj);
+        return isfinite(v) ? cx_float_repr(v, o) : 0;
+    }
+    if (type == &PyLong_Type) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (overflow)
+            return 0;
+        char digits[24];
+        char *end = digits + sizeof digits;
+        char *p = end;
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        while (u >= 100) {
+            unsigned r = (unsigned)(u % 100);
+            u /= 100;
+            p -= 2;
+            memcpy(p, digit_pairs + 2 * r, 2);
+        }
+        if (u >= 10) {
+            p -= 2;
+            memcpy(p, digit_pairs + 2 * u, 2);
+        } else {
+            *--p = (char)('0' + u);
+        }
+        if (v < 0)
+            *--p = '-';
+        size_t n = (size_t)(end - p);
+        memcpy(o, p, n);
+        return n;
+    }
+    return 0;
+}
+
+
 static int enter(encoder *e, PyObject *container)
 {
     if (e->depth >= CYCLE_CHECK_DEPTH) {
@@ -328,12 +381,30 @@ static int encode_items(encoder *e, PyObject *seq)
     if (enter(e, seq) < 0)
         return -1;
     int rc = -1;
+    cx_buf *out = e->out;
     if (APPEND(e, "[") < 0)
         goto out;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (has_room(out)) {
+            /* the separator is written either way and counted only after the first */
+            char *o = out->data + out->len;
+            size_t sep = i > 0 ? 2 : 0;
+            memcpy(o, ", ", 2);
+            size_t n = scalar_text(o + sep, item);
+            if (n) {
+                out->len += sep + n;
+                continue;
+            }
+        }
         if (i > 0 && APPEND(e, ", ") < 0)
             goto out;
-        PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        if (Py_TYPE(item) == &PyUnicode_Type) { /* runs no Python code: the list's reference holds */
+            if (append_escaped(out, item) < 0)
+                goto out;
+            continue;
+        }
+        Py_INCREF(item);
         int bad = encode(e, item);
         Py_DECREF(item);
         if (bad)
@@ -412,6 +483,49 @@ static int encode_pair(encoder *e, PyObject *key, PyObject *value, int first)
     return encode(e, value);
 }
 
+static inline size_t key_slot(PyObject *key)
+{
+    /* the object's address, its low (alignment) bits mixed in by a multiply */
+    return (size_t)(((uint64_t)(uintptr_t)key * 0x9e3779b97f4a7c15ULL) >> 32) % CX_JSON_KEY_TEXTS;
+}
+
+/* ", " (unless first), the key as a JSON string and ": ", from the cache when the same str
+ * object was written before.  Identity is what is checked: the cache holds a reference, so
+ * the address cannot be reused by another object while the entry stands, and a str's text
+ * never changes. */
+static int cached_key(encoder *e, PyObject *key, int first)
+{
+    cx_buf *out = e->out;
+    cx_json_key_text *slot = &e->keys->slots[key_slot(key)];
+    if (slot->key == key && has_room(out)) {
+        char *o = out->data + out->len;
+        size_t sep = first ? 0 : 2;
+        memcpy(o, ", ", 2);
+        memcpy(o + sep, slot->text, sizeof slot->text); /* the whole block: its length counts */
+        out->len += sep + slot->len;
+        return 0;
+    }
+    if (!first && APPEND(e, ", ") < 0)
+        return -1;
+    size_t start = out->len;
+    if (append_escaped(out, key) < 0 || APPEND(e, ": ") < 0)
+        return -1;
+    size_t n = out->len - start;
+    if (n <= sizeof slot->text) {
+        memcpy(slot->text, out->data + start, n);
+        slot->len = (unsigned char)n;
+        Py_INCREF(key);
+        Py_XSETREF(slot->key, key); /* the old str's dealloc runs no Python code */
+    }
+    return 0;
+}
+
+void cx_json_key_texts_clear(cx_json_key_texts *cache)
+{
+    for (size_t i = 0; i < CX_JSON_KEY_TEXTS; i++)
+        Py_CLEAR(cache->slots[i].key);
+}
+
 static int encode_dict(encoder *e, PyObject *dict)
 {
     if (enter(e, dict) < 0)
@@ -420,18 +534,41 @@ static int encode_dict(encoder *e, PyObject *dict)
     if (APPEND(e, "{") < 0)
         goto out;
     if (PyDict_CheckExact(dict)) {
+        cx_buf *out = e->out;
         PyObject *key, *value;
         Py_ssize_t pos = 0;
         int first = 1;
         while (PyDict_Next(dict, &pos, &key, &value)) {
-            Py_INCREF(key);
+            /* key and value are borrowed: scalars and strs run no Python code; anything else
+             * gets references of its own, as its encoding may change the dict */
+            if (Py_TYPE(key) == &PyUnicode_Type && e->keys != NULL) {
+                if (cached_key(e, key, first) < 0)
+                    goto out;
+            } else {
+                Py_INCREF(key);
+                int bad = (!first && APPEND(e, ", ") < 0) || encode_key(e, key) < 0 || APPEND(e, ": ") < 0;
+                Py_DECREF(key);
+                if (bad)
+                    goto out;
+            }
+            first = 0;
+            if (has_room(out)) {
+                size_t n = scalar_text(out->data + out->len, value);
+                if (n) {
+                    out->len += n;
+                    continue;
+                }
+            }
+            if (Py_TYPE(value) == &PyUnicode_Type) {
+                if (append_escaped(out, value) < 0)
+                    goto out;
+                continue;
+            }
             Py_INCREF(value);
-            int bad = encode_pair(e, key, value, first);
-            Py_DECREF(key);
+            int bad = encode(e, value);
             Py_DECREF(value);
             if (bad)
                 goto out;
-            first = 0;
         }
     } else { /* subclasses: their items(), as json uses */
         PyObject *items = PyMapping_Items(dict);
@@ -519,10 +656,11 @@ static int encode(encoder *e, PyObject *obj)
     return -1;
 }
 
-int cx_json_encode_ex(PyObject *obj, cx_buf *out, int str_fallback)
+static int run(PyObject *obj, cx_buf *out, cx_json_key_texts *keys, int str_fallback)
 {
     encoder e;
     e.out = out;
+    e.keys = keys;
     e.str_fallback = str_fallback;
     e.depth = 0;
     e.path_cap = CYCLE_CHECK_DEPTH;
@@ -533,7 +671,17 @@ int cx_json_encode_ex(PyObject *obj, cx_buf *out, int str_fallback)
     return rc;
 }
 
+int cx_json_encode_ex(PyObject *obj, cx_buf *out, int str_fallback)
+{
+    return run(obj, out, NULL, str_fallback);
+}
+
 int cx_json_encode(PyObject *obj, cx_buf *out)
 {
-    return cx_json_encode_ex(obj, out, 0);
+    return run(obj, out, NULL, 0);
+}
+
+int cx_json_encode_keyed(PyObject *obj, cx_buf *out, cx_json_key_texts *keys)
+{
+    return run(obj, out, keys, 0);
 }

@@ -116,7 +116,7 @@ static PyObject *json_dumps(PyObject *module, PyObject *obj)
         st->dumps_busy = 1;
     }
     PyObject *text = NULL;
-    if (cx_json_encode(obj, out) == 0) {
+    if (cx_json_encode_keyed(obj, out, &st->dumps_keys) == 0) {
         text = PyUnicode_New((Py_ssize_t)out->len, 127); /* ensure_ascii: always ASCII */
         if (text != NULL && out->len)
             memcpy(PyUnicode_1BYTE_DATA(text), out->data, out->len);
@@ -257,6 +257,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->metrics_client_type);
     Py_CLEAR(st->json_decode_error);
     cx_json_key_cache_clear(&st->key_cache);
+    cx_json_key_texts_clear(&st->dumps_keys);
     cx_buf_free(&st->dumps_scratch);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_HELPERS(CLEAR)
