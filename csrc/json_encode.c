@@ -148,29 +148,71 @@ static inline char *put_escaped(char *o, Py_UCS4 c)
         return 0;                                                                             \
     } while (0)
 
+/* Strings up to this many characters are escaped in one pass into room for the worst case
+ * (6 bytes a character, 12 for the astral ones); longer ones, and buffers with a limit, are
+ * measured first, so a big string never reserves several times its size. */
+#define ONE_PASS_CHARS 4096
+
+/* chars[i:] escaped at q (room reserved), then the closing quote; out->len becomes q's end */
+#define ESCAPE_TAIL(TYPE)                                                                     \
+    do {                                                                                      \
+        const TYPE *chars = data;                                                             \
+        for (Py_ssize_t j = i; j < n; j++) {                                                  \
+            Py_UCS4 c = chars[j];                                                             \
+            if (c < 256 && escaped_len[c] == 1)                                               \
+                *q++ = (char)c;                                                               \
+            else                                                                              \
+                q = put_escaped(q, c);                                                        \
+        }                                                                                     \
+        *q++ = '"';                                                                           \
+        out->len = (size_t)(q - out->data);                                                   \
+        return 0;                                                                             \
+    } while (0)
+
 /* ensure_ascii: everything outside ' '..'~' is escaped, as json's ESCAPE_ASCII does.  The
- * common string needs nothing escaped: one scan, one copy. */
+ * common string needs nothing escaped: one scan that copies as it goes. */
 static int append_escaped(cx_buf *out, PyObject *s)
 {
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
     int kind = PyUnicode_KIND(s);
     const void *data = PyUnicode_DATA(s);
     Py_ssize_t i = 0;
+    if (out->limit == 0 && n <= ONE_PASS_CHARS) {
+        char *o = reserve(out, (size_t)n * (kind == PyUnicode_4BYTE_KIND ? 12 : 6) + 2);
+        if (o == NULL)
+            return -1;
+        *o = '"';
+        char *q = o + 1;
+        if (kind == PyUnicode_1BYTE_KIND) {
+            const unsigned char *bytes = data;
+            /* eight bytes at a time, stored before they are judged (what needs escaping is
+             * written over): any byte < 0x20, '"', '\\', DEL or >= 0x80 sets its high bit in
+             * hit (a borrow can only set more bits after a real one) */
+            const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+            while (n - i >= 8) {
+                uint64_t x;
+                memcpy(&x, bytes + i, 8);
+                memcpy(q + i, &x, 8);
+                uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
+                uint64_t hit = ((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
+                               ((backslash - ones) & ~backslash) | ((del - ones) & ~del) | x;
+                if (hit & highs)
+                    break;
+                i += 8;
+            }
+            while (i < n && escaped_len[bytes[i]] == 1) {
+                q[i] = (char)bytes[i];
+                i++;
+            }
+            q += i;
+            ESCAPE_TAIL(Py_UCS1);
+        }
+        if (kind == PyUnicode_2BYTE_KIND)
+            ESCAPE_TAIL(Py_UCS2);
+        ESCAPE_TAIL(Py_UCS4);
+    }
     if (kind == PyUnicode_1BYTE_KIND) {
         const unsigned char *bytes = data;
-        /* eight bytes at a time: any byte < 0x20, '"', '\\', DEL or >= 0x80 sets its high
-         * bit in hit (a borrow can only set more bits after a real one) */
-        const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-        while (n - i >= 8) {
-            uint64_t x;
-            memcpy(&x, bytes + i, 8);
-            uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
-            uint64_t hit = ((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
-                           ((backslash - ones) & ~backslash) | ((del - ones) & ~del) | x;
-            if (hit & highs)
-                break;
-            i += 8;
-        }
         while (i < n && escaped_len[bytes[i]] == 1)
             i++;
         if (i == n) {
