@@ -103,6 +103,10 @@ static const uint64_t pow10_u64[] = {
 
 static inline int digit_count(uint64_t f)
 {
+    /* Schubfach's digits for a normal double are 16 or 17 (f >= 2^52 > 10^15): two compares
+     * with constants, off the path of a table load */
+    if (f >= 1000000000000000ULL)
+        return 16 + (f >= 10000000000000000ULL) + (f >= 100000000000000000ULL);
     /* floor(log10(2^bits)) is the count or one less */
     int n = floor_log10_pow2(64 - __builtin_clzll(f | 1));
     return n + (f >= pow10_u64[n]);
