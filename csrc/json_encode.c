@@ -254,6 +254,13 @@ static int append_text(encoder *e, PyObject *text)
     return put(e->out, utf8, (size_t)n);
 }
 
+static const uint64_t pow10_u64[] = {
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL,
+    1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+    100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+    1000000000000000000ULL, 10000000000000000000ULL,
+};
+
 static const char digit_pairs[] =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
@@ -355,27 +362,25 @@ static inline size_t scalar_text(char *o, PyObject *obj)
         long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
         if (overflow)
             return 0;
-        char digits[24];
-        char *end = digits + sizeof digits;
-        char *p = end;
+        /* written backwards from the end the digit count gives: no copy afterwards */
         unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        /* floor(log10(2^bits)) is the digit count or one less; u | 1 counts 0 as 1 */
+        int t = ((64 - __builtin_clzll(u | 1)) * 1233) >> 12;
+        size_t n = (size_t)t + ((u | 1) >= pow10_u64[t]);
+        size_t sign = v < 0;
+        o[0] = '-'; /* counted only for a negative v */
+        char *p = o + sign + n;
         while (u >= 100) {
             unsigned r = (unsigned)(u % 100);
             u /= 100;
             p -= 2;
             memcpy(p, digit_pairs + 2 * r, 2);
         }
-        if (u >= 10) {
-            p -= 2;
-            memcpy(p, digit_pairs + 2 * u, 2);
-        } else {
-            *--p = (char)('0' + u);
-        }
-        if (v < 0)
-            *--p = '-';
-        size_t n = (size_t)(end - p);
-        memcpy(o, p, n);
-        return n;
+        if (u >= 10)
+            memcpy(p - 2, digit_pairs + 2 * u, 2);
+        else
+            p[-1] = (char)('0' + u);
+        return sign + n;
     }
     return 0;
 }
