@@ -127,12 +127,29 @@ static unsigned char *put_utf8(unsigned char *o, unsigned cp)
     return o;
 }
 
-static uint32_t fnv1a(const unsigned char *s, size_t n)
+/* A hash of the n (<= 64) bytes at s, eight at a time; end bounds what may be read.  Only
+ * where a key goes in the cache depends on it: a hit is checked against the text. */
+static inline uint32_t key_hash(const unsigned char *s, size_t n, const unsigned char *end)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 16777619u;
-    return h;
+    uint64_t h = n * 0x9e3779b97f4a7c15ULL;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        if (end - (s + i) >= 8) { /* the key's closing quote and what follows are there */
+            memcpy(&w, s + i, 8);
+            w &= ~0ULL >> (8 * (8 - (n - i)));
+        } else {
+            for (size_t j = i; j < n; j++)
+                w |= (uint64_t)s[j] << (8 * (j - i));
+        }
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    }
+    return (uint32_t)(h >> 32);
 }
 
 static PyObject *ascii_string(const unsigned char *s, size_t n)
@@ -148,7 +165,7 @@ static PyObject *cached_key(decoder *d, const unsigned char *s, size_t n)
 {
     if (n > 64)
         return ascii_string(s, n);
-    PyObject **slot = &d->cache->keys[fnv1a(s, n) % CX_JSON_KEY_CACHE_SIZE];
+    PyObject **slot = &d->cache->keys[key_hash(s, n, d->end) % CX_JSON_KEY_CACHE_SIZE];
     PyObject *hit = *slot;
     if (hit && (size_t)PyUnicode_GET_LENGTH(hit) == n && memcmp(PyUnicode_1BYTE_DATA(hit), s, n) == 0)
         return Py_NewRef(hit);
@@ -172,7 +189,24 @@ static PyObject *parse_string(decoder *d, int is_key)
     const unsigned char *end = d->end;
     int ascii = 1;
     /* fast scan: the common string has no escapes */
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
     while (p < end) {
+        /* eight bytes at a time: a byte < 0x20, '"', '\\' or >= 0x80 sets its high bit in
+         * stop; a borrow can only flag bytes after a real one, so the lowest flag is exact */
+        while (end - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
+            uint64_t stop = (((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
+                             ((backslash - ones) & ~backslash) | x) & highs;
+            if (stop) {
+                p += __builtin_ctzll(stop) >> 3;
+                break;
+            }
+            p += 8;
+        }
+        if (p >= end)
+            break;
         unsigned char c = *p;
         if (c == '"' || c == '\\' || c < 0x20)
             break;
