@@ -5,23 +5,12 @@
 
 #include "pow10.h"
 
-int cx_decimal_to_double(uint64_t w, int q, double *out)
+int cx_decimal_to_double_wide(uint64_t w, int q, double *out)
 {
     if (w == 0) {
         *out = 0.0;
         return 1;
     }
-#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
-    /* Clinger: w and 10^|q| are exact doubles, so one correctly rounded IEEE operation
-     * is the correctly rounded result */
-    static const double exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-    if (w <= ((uint64_t)1 << 53) && q >= -22 && q <= 22) {
-        *out = q < 0 ? (double)w / exact[-q] : (double)w * exact[q];
-        return 1;
-    }
-#endif
     if (q < CX_POW10_MIN || q > CX_POW10_MAX)
         return 0;
     /* The table holds T, an upper bound of B = 10^q / 2^r (2^125 <= B < 2^126) with
