@@ -11,10 +11,13 @@ void cx_buf_init(cx_buf *buf, size_t limit)
     buf->len = 0;
     buf->cap = 0;
     buf->limit = limit;
+    buf->grow = NULL;
 }
 
 static int grow(cx_buf *buf, size_t needed)
 {
+    if (buf->grow != NULL)
+        return buf->grow(buf, needed);
     size_t cap = buf->cap ? buf->cap : 256;
     while (cap < needed) {
         if (cap > ((size_t)-1) / 2)

@@ -5,11 +5,15 @@
 
 #include <stddef.h>
 
-typedef struct {
+typedef struct cx_buf {
     char *data;
     size_t len;
     size_t cap;
     size_t limit; /* 0 = no limit */
+    /* NULL: data is ours (realloc).  Otherwise data lives in someone else's object and this
+     * makes cap at least needed (CX_BUF_OK or CX_BUF_NOMEM), moving data as it must; such a
+     * buffer is never stolen or freed through these functions. */
+    int (*grow)(struct cx_buf *buf, size_t needed);
 } cx_buf;
 
 enum { CX_BUF_OK = 0, CX_BUF_NOMEM = -1, CX_BUF_TOO_LARGE = -2 };

@@ -11,19 +11,21 @@
  * 126-bit upper bound of 10^-k; the products are rounded to odd, which keeps every
  * comparison against the interval ends exact. */
 
-static int floor_div_pow2(int64_t x, int s)
+/* floor(x / 2^s) for |x| < 2^51 with s <= 41: biased to a non-negative number first, so
+ * no branch and no reliance on how >> treats negative numbers */
+static inline int floor_div_pow2(int64_t x, int s)
 {
-    int64_t d = (int64_t)1 << s;
-    return (int)(x >= 0 ? x / d : -((-x + d - 1) / d));
+    const int64_t bias = (int64_t)1 << 10;
+    return (int)((uint64_t)(x + (bias << s)) >> s) - (int)bias;
 }
 
 /* floor(log10(2^q)) and floor(log10(3/4 2^q)), for |q| <= 1200 (checked exhaustively) */
-static int floor_log10_pow2(int q)
+static inline int floor_log10_pow2(int q)
 {
     return floor_div_pow2((int64_t)q * 661971961083LL, 41);
 }
 
-static int floor_log10_three_quarters_pow2(int q)
+static inline int floor_log10_three_quarters_pow2(int q)
 {
     return floor_div_pow2((int64_t)q * 661971961083LL - 274743187321LL, 41);
 }
@@ -99,41 +101,74 @@ static const uint64_t pow10_u64[] = {
     1000000000000000000ULL, 10000000000000000000ULL,
 };
 
-static int digit_count(uint64_t f)
+static inline int digit_count(uint64_t f)
 {
+    /* Schubfach's digits for a normal double are 16 or 17 (f >= 2^52 > 10^15): two compares
+     * with constants, off the path of a table load */
+    if (f >= 1000000000000000ULL)
+        return 16 + (f >= 10000000000000000ULL) + (f >= 100000000000000000ULL);
     /* floor(log10(2^bits)) is the count or one less */
     int n = floor_log10_pow2(64 - __builtin_clzll(f | 1));
     return n + (f >= pow10_u64[n]);
 }
 
-/* the n digits of x (x < 10^n, leading zeros written) right-aligned before end */
-static void write_pairs(char *end, uint64_t x, int n)
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "float_format.c stores digit words as little-endian bytes"
+#endif
+
+#define ASCII_ZEROS 0x3030303030303030ULL
+
+/* The eight decimal digits of x < 10^8 (leading zeros included) as ASCII in one word, the
+ * first digit in the lowest byte, so one little-endian store writes them in order.  x is
+ * split into 4-digit halves in 32-bit lanes, each into 2-digit quarters in 16-bit lanes,
+ * each into digits in bytes; the reciprocal multiplies are exact for these ranges
+ * (10486 / 2^20 for n < 10^4 by 100, 103 / 2^10 for n < 100 by 10), and no lane overflows
+ * into the next, so every lane divides at once. */
+static inline uint64_t digits8(uint32_t x)
 {
-    while (n >= 2) {
-        end -= 2;
-        memcpy(end, digit_pairs + 2 * (x % 100), 2);
-        x /= 100;
-        n -= 2;
-    }
-    if (n)
-        end[-1] = (char)('0' + x);
+    uint64_t y = (x / 10000) | ((uint64_t)(x % 10000) << 32);
+    uint64_t hundreds = ((y * 10486) >> 20) & 0x0000007f0000007fULL;
+    y = hundreds | ((y - hundreds * 100) << 16);
+    uint64_t tens = ((y * 103) >> 10) & 0x000f000f000f000fULL;
+    y = tens | ((y - tens * 10) << 8);
+    return y | ASCII_ZEROS;
 }
 
-/* f's n digits at d; the low eight as four independent pairs, so the divisions overlap */
-static void write_digits(char *d, uint64_t f, int n)
+/* How many of the word's last digits (its highest bytes) are '0'; w is never all zeros
+ * where this is asked, but 8 is the answer then. */
+static inline int trailing_zero_digits(uint64_t w)
+{
+    uint64_t z = w ^ ASCII_ZEROS;
+    return z ? __builtin_clzll(z) >> 3 : 8;
+}
+
+/* f's n digits (1 <= n <= 17) at d, in whole 8-byte stores that may run up to 8 bytes past
+ * d + n; returns how many of them are trailing zeros. */
+static inline int write_digits(char *d, uint64_t f, int n)
 {
     if (n <= 8) {
-        write_pairs(d + n, f, n);
-        return;
+        uint64_t w = digits8((uint32_t)f);
+        int tz = trailing_zero_digits(w);
+        w >>= 8 * (8 - n); /* drop the leading zeros */
+        memcpy(d, &w, 8);
+        return tz;
     }
-    uint32_t lo = (uint32_t)(f % 100000000);
-    uint32_t a = lo / 10000, b = lo % 10000;
-    char *end = d + n;
-    memcpy(end - 8, digit_pairs + 2 * (a / 100), 2);
-    memcpy(end - 6, digit_pairs + 2 * (a % 100), 2);
-    memcpy(end - 4, digit_pairs + 2 * (b / 100), 2);
-    memcpy(end - 2, digit_pairs + 2 * (b % 100), 2);
-    write_pairs(end - 8, f / 100000000, n - 8);
+    uint64_t hi = f / 100000000;
+    uint64_t lo_w = digits8((uint32_t)(f - hi * 100000000));
+    uint64_t hi_w;
+    if (n == 17) {
+        uint32_t first = (uint32_t)(hi / 100000000);
+        hi_w = digits8((uint32_t)(hi - (uint64_t)first * 100000000));
+        d[0] = (char)('0' + first);
+        memcpy(d + 1, &hi_w, 8);
+    } else {
+        hi_w = digits8((uint32_t)hi);
+        uint64_t shifted = hi_w >> 8 * (16 - n);
+        memcpy(d, &shifted, 8);
+    }
+    memcpy(d + n - 8, &lo_w, 8);
+    int tz = trailing_zero_digits(lo_w);
+    return tz < 8 ? tz : 8 + trailing_zero_digits(hi_w);
 }
 
 size_t cx_float_repr(double v, char *out)
@@ -166,59 +201,45 @@ size_t cx_float_repr(double v, char *out)
         memcpy(o, "0.0", 3);
         return (size_t)(o - out) + 3;
     }
-    /* f has up to 17 digits; short decimals (12.5, 0.25) end in many zeros */
-    if (f % 100000000 == 0) {
-        f /= 100000000;
-        k += 8;
-        if (f % 100000000 == 0) {
-            f /= 100000000;
-            k += 8;
-        }
-    }
-    if (f % 10000 == 0) {
-        f /= 10000;
-        k += 4;
-    }
-    if (f % 100 == 0) {
-        f /= 100;
-        k += 2;
-    }
-    if (f % 10 == 0) {
-        f /= 10;
-        k += 1;
-    }
-    /* The digits are written in place: reading back a block just written in pieces
-     * would stall on store forwarding.  Where a '.' goes after the first digits, they
-     * are written one place to the right and those first few moved back, one byte each. */
     int n = digit_count(f);
+    if (n > 17) /* never seen: Schubfach's result has at most 17 digits; repr's own path then */
+        return 0;
     int decpt = n + k; /* v = 0.d1d2...dn 10^decpt */
+    /* The digits are written in place, trailing zeros included (they are counted from the
+     * written words, not divided off f one power at a time).  Where a '.' goes after the
+     * first digits, they are written one place to the right and those first few moved back,
+     * one byte each: reading back a wider block just written in pieces stalls on store
+     * forwarding. */
     if (decpt > -4 && decpt <= 16) {
         if (decpt <= 0) {
             memcpy(o, "0.000", 5);
             o += 2 - decpt;
-            write_digits(o, f, n);
-            o += n;
-        } else if (decpt < n) {
-            write_digits(o + 1, f, n);
-            for (int i = 0; i < decpt; i++)
-                o[i] = o[i + 1];
-            o[decpt] = '.';
-            o += n + 1;
+            o += n - write_digits(o, f, n);
         } else {
-            write_digits(o, f, n);
-            o += n;
-            memset(o, '0', 16);
-            o += decpt - n;
-            memcpy(o, ".0", 2);
-            o += 2;
+            int sig = n - write_digits(o + 1, f, n);
+            if (decpt < sig) {
+                for (int i = 0; i < decpt; i++)
+                    o[i] = o[i + 1];
+                o[decpt] = '.';
+                o += sig + 1;
+            } else {
+                /* an integer: its digits (the written zeros are its own), zeros up to the
+                 * point, ".0" */
+                memmove(o, o + 1, 16);
+                o[16] = o[17];
+                memset(o + n, '0', 16);
+                o += decpt;
+                memcpy(o, ".0", 2);
+                o += 2;
+            }
         }
         return (size_t)(o - out);
     }
-    write_digits(o + 1, f, n);
+    int sig = n - write_digits(o + 1, f, n);
     o[0] = o[1];
-    if (n > 1) {
+    if (sig > 1) {
         o[1] = '.';
-        o += n + 1;
+        o += sig + 1;
     } else {
         o += 1;
     }

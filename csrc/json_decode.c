@@ -17,6 +17,11 @@ typedef struct {
     int surrogates; /* UTF-8-encoded surrogates are characters (a str's surrogatepass text) */
     cx_json_key_cache *cache;
     cx_json_error *error;
+    /* The items of the arrays being parsed, innermost last (owned): an array takes its
+     * own off the top when it closes and is built at its final size in one go. */
+    PyObject **stack;
+    size_t top, cap;
+    PyObject *small_stack[256];
 } decoder;
 
 static size_t utf8_sequence(const unsigned char *p, const unsigned char *end, int surrogates);
@@ -122,12 +127,29 @@ static unsigned char *put_utf8(unsigned char *o, unsigned cp)
     return o;
 }
 
-static uint32_t fnv1a(const unsigned char *s, size_t n)
+/* A hash of the n (<= 64) bytes at s, eight at a time; end bounds what may be read.  Only
+ * where a key goes in the cache depends on it: a hit is checked against the text. */
+static inline uint32_t key_hash(const unsigned char *s, size_t n, const unsigned char *end)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ s[i]) * 16777619u;
-    return h;
+    uint64_t h = n * 0x9e3779b97f4a7c15ULL;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        if (end - (s + i) >= 8) { /* the key's closing quote and what follows are there */
+            memcpy(&w, s + i, 8);
+            w &= ~0ULL >> (8 * (8 - (n - i)));
+        } else {
+            for (size_t j = i; j < n; j++)
+                w |= (uint64_t)s[j] << (8 * (j - i));
+        }
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    }
+    return (uint32_t)(h >> 32);
 }
 
 static PyObject *ascii_string(const unsigned char *s, size_t n)
@@ -143,7 +165,7 @@ static PyObject *cached_key(decoder *d, const unsigned char *s, size_t n)
 {
     if (n > 64)
         return ascii_string(s, n);
-    PyObject **slot = &d->cache->keys[fnv1a(s, n) % CX_JSON_KEY_CACHE_SIZE];
+    PyObject **slot = &d->cache->keys[key_hash(s, n, d->end) % CX_JSON_KEY_CACHE_SIZE];
     PyObject *hit = *slot;
     if (hit && (size_t)PyUnicode_GET_LENGTH(hit) == n && memcmp(PyUnicode_1BYTE_DATA(hit), s, n) == 0)
         return Py_NewRef(hit);
@@ -167,7 +189,24 @@ static PyObject *parse_string(decoder *d, int is_key)
     const unsigned char *end = d->end;
     int ascii = 1;
     /* fast scan: the common string has no escapes */
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
     while (p < end) {
+        /* eight bytes at a time: a byte < 0x20, '"', '\\' or >= 0x80 sets its high bit in
+         * stop; a borrow can only flag bytes after a real one, so the lowest flag is exact */
+        while (end - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
+            uint64_t stop = (((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
+                             ((backslash - ones) & ~backslash) | x) & highs;
+            if (stop) {
+                p += __builtin_ctzll(stop) >> 3;
+                break;
+            }
+            p += 8;
+        }
+        if (p >= end)
+            break;
         unsigned char c = *p;
         if (c == '"' || c == '\\' || c < 0x20)
             break;
@@ -287,6 +326,55 @@ static int is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
+#define ASCII_ZEROS 0x3030303030303030ULL
+
+/* The value of eight digit values (0-9, one a byte, the first in the lowest byte): pairs,
+ * then quads, then the eight combined, every lane at once; no lane can carry into the next
+ * (99, 9999 and 99999999 fit their 8, 16 and 32 bits). */
+static inline uint64_t value8(uint64_t a)
+{
+    a = (a * 10 + (a >> 8)) & 0x00ff00ff00ff00ffULL;
+    a = (a * 100 + (a >> 16)) & 0x0000ffff0000ffffULL;
+    return (a * 10000 + (a >> 32)) & 0xffffffffULL;
+}
+
+static const uint64_t pow10_upto8[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+
+/* Consumes the run of digits at p.  *digits counts every one of them; *w accumulates their
+ * value only while the count stays within 19, past which the caller ignores w and parses
+ * the text exactly.  Eight bytes are looked at a time: a byte is a digit when its value
+ * xor '0' is below 10, tested without carries between bytes, and the leading digits of
+ * the word are converted in one go. */
+static inline const unsigned char *scan_digits(const unsigned char *p, const unsigned char *end,
+                                               uint64_t *w, int *digits)
+{
+    uint64_t v = *w;
+    int n = *digits;
+    while (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        uint64_t a = x ^ ASCII_ZEROS;
+        uint64_t not_digit = (((a & 0x7f7f7f7f7f7f7f7fULL) + 0x7676767676767676ULL) | a) & 0x8080808080808080ULL;
+        int k = not_digit ? __builtin_ctzll(not_digit) >> 3 : 8;
+        if (k == 0)
+            goto done;
+        if (n + k <= 19) /* the k digits moved to the top, zeros before them */
+            v = v * pow10_upto8[k] + value8(a << (64 - 8 * k));
+        n += k;
+        p += k;
+        if (k < 8)
+            goto done;
+    }
+    for (; p < end && is_digit(*p); p++) {
+        if (++n <= 19)
+            v = v * 10 + (uint64_t)(*p - '0');
+    }
+done:
+    *w = v;
+    *digits = n;
+    return p;
+}
+
 static PyObject *parse_number(decoder *d)
 {
     const unsigned char *begin = d->p;
@@ -299,7 +387,8 @@ static PyObject *parse_number(decoder *d)
     }
     if (p >= end || !is_digit(*p))
         return fail(d, begin, "invalid number");
-    /* the first 19 significant digits, as w 10^scale; more and the text is parsed exactly */
+    /* the digits as w 10^scale, exact while there are at most 19 of them; more and the
+     * text is parsed exactly */
     uint64_t w = 0;
     int digits = 0;
     long scale = 0;
@@ -308,12 +397,7 @@ static PyObject *parse_number(decoder *d)
         if (p < end && is_digit(*p))
             return fail(d, begin, "leading zero in a number");
     } else {
-        for (; p < end && is_digit(*p); p++) {
-            if (++digits <= 19)
-                w = w * 10 + (uint64_t)(*p - '0');
-            else
-                scale++;
-        }
+        p = scan_digits(p, end, &w, &digits);
     }
     const unsigned char *int_end = p;
     int is_float = 0;
@@ -322,16 +406,13 @@ static PyObject *parse_number(decoder *d)
         p++;
         if (p >= end || !is_digit(*p))
             return fail(d, p, "expected a digit after the decimal point");
-        for (; p < end && is_digit(*p); p++) {
-            if (w == 0 && *p == '0') {
+        if (w == 0) { /* leading zeros of a fraction are no significant digits */
+            for (; p < end && *p == '0'; p++)
                 scale--;
-                continue;
-            }
-            if (++digits <= 19) {
-                w = w * 10 + (uint64_t)(*p - '0');
-                scale--;
-            }
         }
+        int before = digits;
+        p = scan_digits(p, end, &w, &digits);
+        scale -= digits - before;
     }
     long exponent = 0;
     if (p < end && (*p == 'e' || *p == 'E')) {
@@ -401,28 +482,42 @@ static int literal(decoder *d, const char *word, size_t n)
     return 0;
 }
 
+static int push(decoder *d, PyObject *item)
+{
+    if (d->top == d->cap) {
+        size_t cap = d->cap * 2;
+        PyObject **stack = CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, cap * sizeof *stack);
+        if (stack == NULL) {
+            Py_DECREF(item);
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(stack, d->stack, d->top * sizeof *stack);
+        if (d->stack != d->small_stack)
+            CX_PYMEM_FREE(CX_ALLOC_SCRATCH, d->stack);
+        d->stack = stack;
+        d->cap = cap;
+    }
+    d->stack[d->top++] = item;
+    return 0;
+}
+
 static PyObject *parse_array(decoder *d)
 {
     const unsigned char *open = d->p;
     d->p++;
     if (++d->depth > CX_JSON_MAX_DEPTH)
         return fail(d, open, "nesting too deep");
-    PyObject *list = PyList_New(0);
-    if (list == NULL)
-        return NULL;
+    size_t base = d->top;
     skip_ws(d);
     if (d->p < d->end && *d->p == ']') {
         d->p++;
         d->depth--;
-        return list;
+        return PyList_New(0);
     }
     for (;;) {
         PyObject *item = parse_value(d);
-        if (item == NULL)
-            goto error;
-        int rc = PyList_Append(list, item);
-        Py_DECREF(item);
-        if (rc < 0)
+        if (item == NULL || push(d, item) < 0)
             goto error;
         skip_ws(d);
         if (d->p >= d->end) {
@@ -440,10 +535,18 @@ static PyObject *parse_array(decoder *d)
         d->p++;
         skip_ws(d);
     }
+    PyObject *list = PyList_New((Py_ssize_t)(d->top - base));
+    if (list == NULL)
+        goto error;
+    /* the references move from the stack into the list */
+    for (size_t i = base; i < d->top; i++)
+        PyList_SET_ITEM(list, (Py_ssize_t)(i - base), d->stack[i]);
+    d->top = base;
     d->depth--;
     return list;
 error:
-    Py_DECREF(list);
+    while (d->top > base)
+        Py_DECREF(d->stack[--d->top]);
     return NULL;
 }
 
@@ -554,21 +657,24 @@ PyObject *cx_json_decode(cx_json_key_cache *cache, const char *data, size_t len,
 PyObject *cx_json_decode_ex(cx_json_key_cache *cache, const char *data, size_t len, int surrogates,
                             cx_json_error *error)
 {
-    decoder d = {
-        .start = (const unsigned char *)data,
-        .p = (const unsigned char *)data,
-        .end = (const unsigned char *)data + len,
-        .depth = 0,
-        .surrogates = surrogates,
-        .cache = cache,
-        .error = error,
-    };
+    decoder d; /* field by field: an initializer would zero small_stack on every call */
+    d.start = d.p = (const unsigned char *)data;
+    d.end = (const unsigned char *)data + len;
+    d.depth = 0;
+    d.surrogates = surrogates;
+    d.cache = cache;
+    d.error = error;
+    d.stack = d.small_stack;
+    d.top = 0;
+    d.cap = sizeof d.small_stack / sizeof d.small_stack[0];
     error->message[0] = '\0';
     error->position = 0;
     if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
         return fail(&d, d.p, "unexpected UTF-8 byte order mark");
     skip_ws(&d);
     PyObject *value = parse_value(&d);
+    if (d.stack != d.small_stack)
+        CX_PYMEM_FREE(CX_ALLOC_SCRATCH, d.stack);
     if (value == NULL)
         return NULL;
     skip_ws(&d);

@@ -17,6 +17,7 @@
 
 typedef struct {
     cx_buf *out;
+    cx_json_key_texts *keys; /* NULL: no cache */
     int str_fallback; /* unknown types become str(obj), like json.dumps(default=str) */
     int depth;
     int path_cap;
@@ -147,29 +148,71 @@ static inline char *put_escaped(char *o, Py_UCS4 c)
         return 0;                                                                             \
     } while (0)
 
+/* Strings up to this many characters are escaped in one pass into room for the worst case
+ * (6 bytes a character, 12 for the astral ones); longer ones, and buffers with a limit, are
+ * measured first, so a big string never reserves several times its size. */
+#define ONE_PASS_CHARS 4096
+
+/* chars[i:] escaped at q (room reserved), then the closing quote; out->len becomes q's end */
+#define ESCAPE_TAIL(TYPE)                                                                     \
+    do {                                                                                      \
+        const TYPE *chars = data;                                                             \
+        for (Py_ssize_t j = i; j < n; j++) {                                                  \
+            Py_UCS4 c = chars[j];                                                             \
+            if (c < 256 && escaped_len[c] == 1)                                               \
+                *q++ = (char)c;                                                               \
+            else                                                                              \
+                q = put_escaped(q, c);                                                        \
+        }                                                                                     \
+        *q++ = '"';                                                                           \
+        out->len = (size_t)(q - out->data);                                                   \
+        return 0;                                                                             \
+    } while (0)
+
 /* ensure_ascii: everything outside ' '..'~' is escaped, as json's ESCAPE_ASCII does.  The
- * common string needs nothing escaped: one scan, one copy. */
+ * common string needs nothing escaped: one scan that copies as it goes. */
 static int append_escaped(cx_buf *out, PyObject *s)
 {
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
     int kind = PyUnicode_KIND(s);
     const void *data = PyUnicode_DATA(s);
     Py_ssize_t i = 0;
+    if (out->limit == 0 && n <= ONE_PASS_CHARS) {
+        char *o = reserve(out, (size_t)n * (kind == PyUnicode_4BYTE_KIND ? 12 : 6) + 2);
+        if (o == NULL)
+            return -1;
+        *o = '"';
+        char *q = o + 1;
+        if (kind == PyUnicode_1BYTE_KIND) {
+            const unsigned char *bytes = data;
+            /* eight bytes at a time, stored before they are judged (what needs escaping is
+             * written over): any byte < 0x20, '"', '\\', DEL or >= 0x80 sets its high bit in
+             * hit (a borrow can only set more bits after a real one) */
+            const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+            while (n - i >= 8) {
+                uint64_t x;
+                memcpy(&x, bytes + i, 8);
+                memcpy(q + i, &x, 8);
+                uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
+                uint64_t hit = ((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
+                               ((backslash - ones) & ~backslash) | ((del - ones) & ~del) | x;
+                if (hit & highs)
+                    break;
+                i += 8;
+            }
+            while (i < n && escaped_len[bytes[i]] == 1) {
+                q[i] = (char)bytes[i];
+                i++;
+            }
+            q += i;
+            ESCAPE_TAIL(Py_UCS1);
+        }
+        if (kind == PyUnicode_2BYTE_KIND)
+            ESCAPE_TAIL(Py_UCS2);
+        ESCAPE_TAIL(Py_UCS4);
+    }
     if (kind == PyUnicode_1BYTE_KIND) {
         const unsigned char *bytes = data;
-        /* eight bytes at a time: any byte < 0x20, '"', '\\', DEL or >= 0x80 sets its high
-         * bit in hit (a borrow can only set more bits after a real one) */
-        const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-        while (n - i >= 8) {
-            uint64_t x;
-            memcpy(&x, bytes + i, 8);
-            uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
-            uint64_t hit = ((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
-                           ((backslash - ones) & ~backslash) | ((del - ones) & ~del) | x;
-            if (hit & highs)
-                break;
-            i += 8;
-        }
         while (i < n && escaped_len[bytes[i]] == 1)
             i++;
         if (i == n) {
@@ -210,6 +253,13 @@ static int append_text(encoder *e, PyObject *text)
         return -1;
     return put(e->out, utf8, (size_t)n);
 }
+
+static const uint64_t pow10_u64[] = {
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL,
+    1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+    100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+    1000000000000000000ULL, 10000000000000000000ULL,
+};
 
 static const char digit_pairs[] =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
@@ -286,6 +336,56 @@ static int append_double(cx_buf *out, double v)
 
 static int encode(encoder *e, PyObject *obj);
 
+/* What the fast paths below may write at once: ", " and a float's repr with the blocks it
+ * writes past its end, or ", " and a cached key's text. */
+#define ITEM_ROOM 64
+
+/* The fast paths write into spare capacity without the exact accounting a limit needs. */
+static inline int has_room(const cx_buf *out)
+{
+    return out->limit == 0 && out->len + ITEM_ROOM < out->cap;
+}
+
+/* The text of a float (finite, not one of the few subnormals repr formats itself) or an int
+ * of 64 bits at o, with ITEM_ROOM - 2 bytes there; its length, or 0 when obj is none of
+ * those and nothing counts as written.  No Python code runs, so the caller needs no
+ * reference of its own to obj. */
+static inline size_t scalar_text(char *o, PyObject *obj)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    if (type == &PyFloat_Type) {
+        double v = PyFloat_AS_DOUBLE(obj);
+        return isfinite(v) ? cx_float_repr(v, o) : 0;
+    }
+    if (type == &PyLong_Type) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (overflow)
+            return 0;
+        /* written backwards from the end the digit count gives: no copy afterwards */
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        /* floor(log10(2^bits)) is the digit count or one less; u | 1 counts 0 as 1 */
+        int t = ((64 - __builtin_clzll(u | 1)) * 1233) >> 12;
+        size_t n = (size_t)t + ((u | 1) >= pow10_u64[t]);
+        size_t sign = v < 0;
+        o[0] = '-'; /* counted only for a negative v */
+        char *p = o + sign + n;
+        while (u >= 100) {
+            unsigned r = (unsigned)(u % 100);
+            u /= 100;
+            p -= 2;
+            memcpy(p, digit_pairs + 2 * r, 2);
+        }
+        if (u >= 10)
+            memcpy(p - 2, digit_pairs + 2 * u, 2);
+        else
+            p[-1] = (char)('0' + u);
+        return sign + n;
+    }
+    return 0;
+}
+
+
 static int enter(encoder *e, PyObject *container)
 {
     if (e->depth >= CYCLE_CHECK_DEPTH) {
@@ -328,12 +428,30 @@ static int encode_items(encoder *e, PyObject *seq)
     if (enter(e, seq) < 0)
         return -1;
     int rc = -1;
+    cx_buf *out = e->out;
     if (APPEND(e, "[") < 0)
         goto out;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (has_room(out)) {
+            /* the separator is written either way and counted only after the first */
+            char *o = out->data + out->len;
+            size_t sep = i > 0 ? 2 : 0;
+            memcpy(o, ", ", 2);
+            size_t n = scalar_text(o + sep, item);
+            if (n) {
+                out->len += sep + n;
+                continue;
+            }
+        }
         if (i > 0 && APPEND(e, ", ") < 0)
             goto out;
-        PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        if (Py_TYPE(item) == &PyUnicode_Type) { /* runs no Python code: the list's reference holds */
+            if (append_escaped(out, item) < 0)
+                goto out;
+            continue;
+        }
+        Py_INCREF(item);
         int bad = encode(e, item);
         Py_DECREF(item);
         if (bad)
@@ -412,6 +530,49 @@ static int encode_pair(encoder *e, PyObject *key, PyObject *value, int first)
     return encode(e, value);
 }
 
+static inline size_t key_slot(PyObject *key)
+{
+    /* the object's address, its low (alignment) bits mixed in by a multiply */
+    return (size_t)(((uint64_t)(uintptr_t)key * 0x9e3779b97f4a7c15ULL) >> 32) % CX_JSON_KEY_TEXTS;
+}
+
+/* ", " (unless first), the key as a JSON string and ": ", from the cache when the same str
+ * object was written before.  Identity is what is checked: the cache holds a reference, so
+ * the address cannot be reused by another object while the entry stands, and a str's text
+ * never changes. */
+static int cached_key(encoder *e, PyObject *key, int first)
+{
+    cx_buf *out = e->out;
+    cx_json_key_text *slot = &e->keys->slots[key_slot(key)];
+    if (slot->key == key && has_room(out)) {
+        char *o = out->data + out->len;
+        size_t sep = first ? 0 : 2;
+        memcpy(o, ", ", 2);
+        memcpy(o + sep, slot->text, sizeof slot->text); /* the whole block: its length counts */
+        out->len += sep + slot->len;
+        return 0;
+    }
+    if (!first && APPEND(e, ", ") < 0)
+        return -1;
+    size_t start = out->len;
+    if (append_escaped(out, key) < 0 || APPEND(e, ": ") < 0)
+        return -1;
+    size_t n = out->len - start;
+    if (n <= sizeof slot->text) {
+        memcpy(slot->text, out->data + start, n);
+        slot->len = (unsigned char)n;
+        Py_INCREF(key);
+        Py_XSETREF(slot->key, key); /* the old str's dealloc runs no Python code */
+    }
+    return 0;
+}
+
+void cx_json_key_texts_clear(cx_json_key_texts *cache)
+{
+    for (size_t i = 0; i < CX_JSON_KEY_TEXTS; i++)
+        Py_CLEAR(cache->slots[i].key);
+}
+
 static int encode_dict(encoder *e, PyObject *dict)
 {
     if (enter(e, dict) < 0)
@@ -420,18 +581,41 @@ static int encode_dict(encoder *e, PyObject *dict)
     if (APPEND(e, "{") < 0)
         goto out;
     if (PyDict_CheckExact(dict)) {
+        cx_buf *out = e->out;
         PyObject *key, *value;
         Py_ssize_t pos = 0;
         int first = 1;
         while (PyDict_Next(dict, &pos, &key, &value)) {
-            Py_INCREF(key);
+            /* key and value are borrowed: scalars and strs run no Python code; anything else
+             * gets references of its own, as its encoding may change the dict */
+            if (Py_TYPE(key) == &PyUnicode_Type && e->keys != NULL) {
+                if (cached_key(e, key, first) < 0)
+                    goto out;
+            } else {
+                Py_INCREF(key);
+                int bad = (!first && APPEND(e, ", ") < 0) || encode_key(e, key) < 0 || APPEND(e, ": ") < 0;
+                Py_DECREF(key);
+                if (bad)
+                    goto out;
+            }
+            first = 0;
+            if (has_room(out)) {
+                size_t n = scalar_text(out->data + out->len, value);
+                if (n) {
+                    out->len += n;
+                    continue;
+                }
+            }
+            if (Py_TYPE(value) == &PyUnicode_Type) {
+                if (append_escaped(out, value) < 0)
+                    goto out;
+                continue;
+            }
             Py_INCREF(value);
-            int bad = encode_pair(e, key, value, first);
-            Py_DECREF(key);
+            int bad = encode(e, value);
             Py_DECREF(value);
             if (bad)
                 goto out;
-            first = 0;
         }
     } else { /* subclasses: their items(), as json uses */
         PyObject *items = PyMapping_Items(dict);
@@ -519,10 +703,11 @@ static int encode(encoder *e, PyObject *obj)
     return -1;
 }
 
-int cx_json_encode_ex(PyObject *obj, cx_buf *out, int str_fallback)
+static int run(PyObject *obj, cx_buf *out, cx_json_key_texts *keys, int str_fallback)
 {
     encoder e;
     e.out = out;
+    e.keys = keys;
     e.str_fallback = str_fallback;
     e.depth = 0;
     e.path_cap = CYCLE_CHECK_DEPTH;
@@ -533,7 +718,17 @@ int cx_json_encode_ex(PyObject *obj, cx_buf *out, int str_fallback)
     return rc;
 }
 
+int cx_json_encode_ex(PyObject *obj, cx_buf *out, int str_fallback)
+{
+    return run(obj, out, NULL, str_fallback);
+}
+
 int cx_json_encode(PyObject *obj, cx_buf *out)
 {
-    return cx_json_encode_ex(obj, out, 0);
+    return run(obj, out, NULL, 0);
+}
+
+int cx_json_encode_keyed(PyObject *obj, cx_buf *out, cx_json_key_texts *keys)
+{
+    return run(obj, out, keys, 0);
 }

@@ -102,10 +102,61 @@ static PyObject *json_loads(PyObject *module, PyObject *data)
 /* Scratch memory json_dumps keeps between calls; a bigger document's is given back. */
 #define DUMPS_SCRATCH_KEEP (1u << 20)
 
+/* From this size of the last result on, json_dumps writes straight into the str it returns:
+ * one of the size guessed from the last result, grown if need be and shrunk in place at the
+ * end, which costs less than copying a big text out of the scratch buffer; below it, the
+ * copy is the cheaper of the two. */
+#define DUMPS_DIRECT_MIN (16u << 10)
+
+/* a cx_buf whose data is the text of a str (maxchar 127, refcount 1) */
+typedef struct {
+    cx_buf buf; /* first, so a cx_buf pointer to it is one to this */
+    PyObject *text;
+} str_buf;
+
+static int grow_text(cx_buf *buf, size_t needed)
+{
+    str_buf *sb = (str_buf *)buf;
+    size_t cap = buf->cap;
+    while (cap < needed) {
+        if (cap > (size_t)PY_SSIZE_T_MAX / 2)
+            return CX_BUF_NOMEM;
+        cap *= 2;
+    }
+    /* the str's length covers all it has room for; the end is set right when done */
+    if (PyUnicode_Resize(&sb->text, (Py_ssize_t)(cap - 1)) < 0)
+        return CX_BUF_NOMEM;
+    buf->data = (char *)PyUnicode_1BYTE_DATA(sb->text);
+    buf->cap = cap;
+    return CX_BUF_OK;
+}
+
+static PyObject *dumps_direct(cx_module_state *st, PyObject *obj)
+{
+    size_t guess = st->dumps_last_len + st->dumps_last_len / 8 + 256;
+    str_buf sb;
+    sb.text = PyUnicode_New((Py_ssize_t)guess, 127); /* ensure_ascii: always ASCII */
+    if (sb.text == NULL)
+        return NULL;
+    cx_buf_init(&sb.buf, 0);
+    sb.buf.data = (char *)PyUnicode_1BYTE_DATA(sb.text);
+    sb.buf.cap = guess + 1; /* the str's own terminating byte is the spare one */
+    sb.buf.grow = grow_text;
+    if (cx_json_encode_keyed(obj, &sb.buf, &st->dumps_keys) < 0
+        || PyUnicode_Resize(&sb.text, (Py_ssize_t)sb.buf.len) < 0) {
+        Py_DECREF(sb.text);
+        return NULL;
+    }
+    st->dumps_last_len = sb.buf.len;
+    return sb.text;
+}
+
 /* json_dumps(obj) -> str, byte-identical to json.dumps(obj). */
 static PyObject *json_dumps(PyObject *module, PyObject *obj)
 {
     cx_module_state *st = cx_state_from_module(module);
+    if (st->dumps_last_len >= DUMPS_DIRECT_MIN)
+        return dumps_direct(st, obj);
     cx_buf local;
     cx_buf *out = &local;
     if (st->dumps_busy) {
@@ -116,7 +167,8 @@ static PyObject *json_dumps(PyObject *module, PyObject *obj)
         st->dumps_busy = 1;
     }
     PyObject *text = NULL;
-    if (cx_json_encode(obj, out) == 0) {
+    if (cx_json_encode_keyed(obj, out, &st->dumps_keys) == 0) {
+        st->dumps_last_len = out->len;
         text = PyUnicode_New((Py_ssize_t)out->len, 127); /* ensure_ascii: always ASCII */
         if (text != NULL && out->len)
             memcpy(PyUnicode_1BYTE_DATA(text), out->data, out->len);
@@ -257,6 +309,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->metrics_client_type);
     Py_CLEAR(st->json_decode_error);
     cx_json_key_cache_clear(&st->key_cache);
+    cx_json_key_texts_clear(&st->dumps_keys);
     cx_buf_free(&st->dumps_scratch);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_HELPERS(CLEAR)

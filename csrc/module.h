@@ -9,6 +9,7 @@
 
 #include "buf.h"
 #include "json_decode.h"
+#include "json_encode.h"
 
 typedef struct {
     PyObject *server_type;
@@ -21,6 +22,8 @@ typedef struct {
      * dumps_busy: a nested call (from a numpy tolist) uses a buffer of its own */
     cx_buf dumps_scratch;
     int dumps_busy;
+    size_t dumps_last_len; /* the last result's length, to guess the next one's */
+    cx_json_key_texts dumps_keys; /* json_dumps and response bodies: str keys' escaped text */
 
     /* installed once by cortex_runtime at import (install_helpers) */
     PyObject *decode_form;    /* (bytes, content_type) -> dict; ValueError on bad bodies */

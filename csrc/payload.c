@@ -217,7 +217,7 @@ int cx_response_encode(cx_module_state *state, cx_request *req, PyObject *result
     }
     cx_buf body;
     cx_buf_init(&body, 0);
-    if (cx_json_encode(result, &body) < 0) {
+    if (cx_json_encode_keyed(result, &body, &state->dumps_keys) < 0) {
         cx_buf_free(&body);
         return -1;
     }

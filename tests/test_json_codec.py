@@ -964,3 +964,38 @@ def test_bytes_with_encoded_surrogates_still_rejected():
         decode_error(data)
         decode_error(bytearray(data))
     assert loads('"ok"'.encode()) == "ok"
+
+
+# ---- dumps: cached key texts, in-place scalars, writing straight into the result ------
+
+def test_dumps_key_texts_follow_the_key_objects():
+    # more distinct keys than the cache has slots, keys that need escaping, keys longer
+    # than a cached text, and the same key objects met again in other dicts
+    keys = [f"k{i}" for i in range(1000)] + ["caf\u00e9", 'q"uote', "tab\t", "\u6771\u4eac",
+                                             "\U0001f600", "x" * 60, "y" * 53, ""]
+    docs = [{k: i for i, k in enumerate(keys)}, {k: [k] for k in reversed(keys)}]
+    for _ in range(3):
+        for doc in docs:
+            assert dumps(doc) == json.dumps(doc)
+    # a key dropped and a new one with other text made (maybe at the same address)
+    for i in range(2000):
+        key = "key%d" % i
+        assert dumps({key: i, 1: 2.5, None: "n"}) == json.dumps({key: i, 1: 2.5, None: "n"})
+
+
+def test_dumps_scalars_in_lists_and_dicts_at_every_kind():
+    rng = random.Random(5)
+    values = [0, -1, 2**63 - 1, -2**63, 2**63, -2**64, 10**30, 1.5, -0.0, 5e-324, 1e300, math.inf,
+              -math.inf, math.nan, True, False, None, "s", "\u00fc", "", [], {}, [1.25]]
+    for _ in range(200):
+        items = [rng.choice(values) for _ in range(rng.randrange(0, 40))]
+        doc = {"a": items, "b": dict(zip(map(str, range(len(items))), items)), "c": tuple(items)}
+        assert dumps(doc) == json.dumps(doc)
+
+
+def test_dumps_sizes_up_and_down():
+    # the result is written into a str sized from the last one: bigger, smaller, tiny
+    for n in (5000, 2000, 200_000, 3000, 10, 150_000, 1, 400_000, 0):
+        doc = [{"i": i, "x": i / 7, "s": "v%d" % i} for i in range(n)]
+        assert dumps(doc) == json.dumps(doc)
+        assert dumps(n) == json.dumps(n)
