@@ -423,6 +423,19 @@ static void leave(encoder *e)
 
 /* Lists and tuples themselves; the size is read again after each item, as the list may
  * change under a str() fallback or a numpy tolist(). */
+/* One item borrowed from the container being encoded.  A str runs no Python code, so the
+ * container's reference keeps it alive; anything else may run some (a str() fallback, a
+ * numpy tolist()) that could drop it from the container, so it is held for the call. */
+static int encode_member(encoder *e, PyObject *item)
+{
+    if (Py_TYPE(item) == &PyUnicode_Type)
+        return append_escaped(e->out, item);
+    Py_INCREF(item);
+    int bad = encode(e, item);
+    Py_DECREF(item);
+    return bad ? -1 : 0;
+}
+
 static int encode_items(encoder *e, PyObject *seq)
 {
     if (enter(e, seq) < 0)
@@ -446,15 +459,7 @@ static int encode_items(encoder *e, PyObject *seq)
         }
         if (i > 0 && APPEND(e, ", ") < 0)
             goto out;
-        if (Py_TYPE(item) == &PyUnicode_Type) { /* runs no Python code: the list's reference holds */
-            if (append_escaped(out, item) < 0)
-                goto out;
-            continue;
-        }
-        Py_INCREF(item);
-        int bad = encode(e, item);
-        Py_DECREF(item);
-        if (bad)
+        if (encode_member(e, item) < 0)
             goto out;
     }
     rc = APPEND(e, "]");
@@ -478,10 +483,7 @@ static int encode_sequence(encoder *e, PyObject *seq)
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
         if (i > 0 && APPEND(e, ", ") < 0)
             goto out;
-        PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(fast, i));
-        int bad = encode(e, item);
-        Py_DECREF(item);
-        if (bad)
+        if (encode_member(e, PySequence_Fast_GET_ITEM(fast, i)) < 0)
             goto out;
     }
     rc = APPEND(e, "]");
@@ -606,15 +608,7 @@ static int encode_dict(encoder *e, PyObject *dict)
                     continue;
                 }
             }
-            if (Py_TYPE(value) == &PyUnicode_Type) {
-                if (append_escaped(out, value) < 0)
-                    goto out;
-                continue;
-            }
-            Py_INCREF(value);
-            int bad = encode(e, value);
-            Py_DECREF(value);
-            if (bad)
+            if (encode_member(e, value) < 0)
                 goto out;
         }
     } else { /* subclasses: their items(), as json uses */
