@@ -126,14 +126,6 @@ def probe_both(port, duration, rate):
     return {path: probe(port, path, duration, rate) for path in ("/healthz", "/metrics")}
 
 
-def closed_loop(url, duration):
-    argv = ["taskset", "-c", bench_run.WRK_CPU, "wrk", "-t1", "-c4", f"-d{duration}s", "--latency", url]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
-    if done.returncode != 0:
-        raise bench_run.BenchError(f"wrk exited with {done.returncode}:\n{done.stdout}{done.stderr}")
-    return bench_run.parse_wrk(done.stdout)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -161,7 +153,8 @@ def main(argv=None):
                     rows.append(("busy", path, lat))
             calls = busy.calls
             with Busy(port):
-                wrk_result = closed_loop(f"http://127.0.0.1:{port}/healthz", int(args.duration))
+                wrk_result = bench_run.parse_wrk(
+                    bench_run.wrk(f"http://127.0.0.1:{port}/healthz", 4, int(args.duration), lua=None))
         finally:
             server.stop()
     print(f"predict: {args.busy_ms:g} ms of pure-Python CPU per call, {calls} calls during the busy "

@@ -258,8 +258,9 @@ def parse_wrk(text):
 
 
 def wrk(url, connections, duration, lua=LUA):
+    """wrk's output for one point; lua=None sends plain GETs."""
     argv = ["taskset", "-c", WRK_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
-            "--latency", "-s", lua, url]
+            "--latency", *(["-s", lua] if lua else []), url]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     if done.returncode != 0:
         raise BenchError(f"wrk exited with {done.returncode}:\n{done.stdout}{done.stderr}")
@@ -394,26 +395,16 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     wanted = peers(args)
+    commands = {
+        "runtime": [sys.executable, "-m", "cortex_runtime", "serve", PROJECT, "--no-access-log"],
+        "reference": [sys.executable, os.path.join(HERE, "reference_fastapi.py")],
+        "granian": [sys.executable, os.path.join(HERE, "granian_app.py")],
+    }
     servers = {}
-    if "runtime" in wanted:
+    for key in wanted:
         port = free_port()
-        servers["runtime"] = Server(
-            "cortex_runtime",
-            [sys.executable, "-m", "cortex_runtime", "serve", PROJECT, "--port", str(port),
-             "--no-access-log"],
-            f"http://127.0.0.1:{port}/trivial")
-    if "reference" in wanted:
-        port = free_port()
-        servers["reference"] = Server(
-            "FastAPI+uvicorn",
-            [sys.executable, os.path.join(HERE, "reference_fastapi.py"), "--port", str(port)],
-            f"http://127.0.0.1:{port}/trivial")
-    if "granian" in wanted:
-        port = free_port()
-        servers["granian"] = Server(
-            "granian",
-            [sys.executable, os.path.join(HERE, "granian_app.py"), "--port", str(port)],
-            f"http://127.0.0.1:{port}/trivial")
+        servers[key] = Server(NAMES[key], commands[key] + ["--port", str(port)],
+                              f"http://127.0.0.1:{port}/trivial")
 
     raw = []
     rows = []
