@@ -1225,6 +1225,17 @@ static int is_async_job(const cx_server *s, const cx_request *req)
            && s->apis[req->api].config.is_async;
 }
 
+/* A job just taken off the queue that the request timeout answered with a 504 while it
+ * waited: nothing is left to do for it, so it is freed here.  1 when it was. */
+static int drop_if_timed_out(cx_server *s, cx_request *req)
+{
+    if (atomic_load(&req->claim) != CX_CLAIM_TIMED_OUT)
+        return 0;
+    atomic_fetch_sub(&s->held_by_workers, 1);
+    cx_request_free(req);
+    return 1;
+}
+
 int cx_server_next(cx_server *s, cx_request **out, int timeout_ms, int only_async)
 {
     *out = NULL;
@@ -1244,12 +1255,8 @@ int cx_server_next(cx_server *s, cx_request **out, int timeout_ms, int only_asyn
                 s->queue_tail = prev;
             req->next = NULL;
             atomic_fetch_sub(&s->queued_jobs, 1);
-            if (atomic_load(&req->claim) == CX_CLAIM_TIMED_OUT) {
-                /* answered with a 504 while it waited: nothing left to do for it */
-                atomic_fetch_sub(&s->held_by_workers, 1);
-                cx_request_free(req);
+            if (drop_if_timed_out(s, req))
                 continue;
-            }
             pthread_mutex_unlock(&s->lock);
             *out = req;
             return CX_NEXT_JOB;
@@ -1298,12 +1305,8 @@ size_t cx_server_take_batch(cx_server *s, int api, cx_request **out, size_t max,
                     s->queue_tail = prev;
                 req->next = NULL;
                 atomic_fetch_sub(&s->queued_jobs, 1);
-                if (atomic_load(&req->claim) == CX_CLAIM_TIMED_OUT) {
-                    atomic_fetch_sub(&s->held_by_workers, 1);
-                    cx_request_free(req);
-                } else {
+                if (!drop_if_timed_out(s, req))
                     out[taken++] = req;
-                }
             } else {
                 prev = req;
             }
