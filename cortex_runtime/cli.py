@@ -67,6 +67,9 @@ def build_parser():
     serve.add_argument("--max-connections", type=_positive_int, metavar="N",
                        help="connections each process holds open at once (default 16384, fewer when the "
                             "open-file limit is lower); more wait in the listen backlog")
+    serve.add_argument("--no-realtime-io", action="store_true",
+                       help="keep the I/O thread in the normal scheduling class (by default it is made "
+                            "real-time where allowed, so /healthz is answered at once while predict holds the CPU)")
     serve.add_argument("--grace-period", type=float, default=30.0, metavar="SECONDS",
                        help="how long in-flight requests may finish after SIGTERM (default 30)")
     serve.add_argument("--startup-timeout", type=_seconds, default=300.0, metavar="SECONDS",

@@ -274,7 +274,8 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
                               idle_timeout=args.idle_timeout, access_log=not args.no_access_log,
                               apis=api_entries, listen_fd=listen_fd,
                               request_timeout=getattr(args, "request_timeout", 0.0) or 0.0,
-                              max_connections=getattr(args, "max_connections", 0) or 0)
+                              max_connections=getattr(args, "max_connections", 0) or 0,
+                              realtime_io=not getattr(args, "no_realtime_io", False))
     except OSError as e:
         async_runtime.close()
         raise StartupError(str(e)) from None

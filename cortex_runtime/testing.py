@@ -802,7 +802,8 @@ class _InProcessServer(_Server):
             self.server = _core.Server(host=HOST, port=0, max_body_size=options.max_body_size,
                                        idle_timeout=options.idle_timeout,
                                        access_log=options.access_log, apis=entries,
-                                       request_timeout=options.request_timeout)
+                                       request_timeout=options.request_timeout,
+                                       realtime_io=False)  # no real-time thread inside a test run
         except OSError as e:
             raise StartupError(str(e)) from None
         self.port = self.server.port

@@ -37,6 +37,9 @@ typedef struct {
     /* connections open at once; those beyond wait in the listen backlog until one closes
      * (libmicrohttpd stops accepting: it has an ITC with suspend/resume).  0: its default */
     unsigned max_connections;
+    /* try to make the I/O thread real-time (SCHED_FIFO 1), so /healthz is answered at once
+     * while predict() holds the core; falls back to a short fair-class slice */
+    int realtime_io;
 } cx_server_config;
 
 /* Binds and starts the server threads; copies the config.  0, or -1 with err filled. */

@@ -68,7 +68,7 @@ static int get_item(PyObject *dict, const char *key, PyObject **out)
 }
 
 /* Server(host, port, max_body_size, idle_timeout, access_log, apis, listen_fd=-1,
- * request_timeout=0, max_connections=0): binds and starts.
+ * request_timeout=0, max_connections=0, realtime_io=True): binds and starts.
  * apis: list of dicts with name, endpoint, get_body (bytes), max_concurrency,
  * predict_args (names), post_predict_args (names or None); optional: log_slot,
  * max_batch_size, batch_interval, async (AsyncAPI: its predict_args may name the internal
@@ -76,7 +76,7 @@ static int get_item(PyObject *dict, const char *key, PyObject **out)
 static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"host", "port", "max_body_size", "idle_timeout", "access_log", "apis",
-                             "listen_fd", "request_timeout", "max_connections", NULL};
+                             "listen_fd", "request_timeout", "max_connections", "realtime_io", NULL};
     const char *host;
     unsigned int port, idle_timeout;
     unsigned long long max_body;
@@ -84,12 +84,13 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     int listen_fd = -1;
     double request_timeout = 0;
     unsigned int max_connections = 0;
+    int realtime_io = 1;
     PyObject *apis;
     CxServerObject *self = NULL;
     cx_api_config *configs = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!|idI", kwlist, &host, &port, &max_body,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sIKIpO!|idIp", kwlist, &host, &port, &max_body,
                                      &idle_timeout, &access_log, &PyList_Type, &apis, &listen_fd,
-                                     &request_timeout, &max_connections))
+                                     &request_timeout, &max_connections, &realtime_io))
         return NULL;
     if (!(request_timeout >= 0)) {
         PyErr_SetString(PyExc_ValueError, "request_timeout must be >= 0 (0 = none)");
@@ -170,6 +171,7 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         .apis = configs,
         .listen_fd = listen_fd,
         .max_connections = max_connections,
+        .realtime_io = realtime_io,
     };
     char err[256] = "";
     if (cx_bridge_start_server(&config, &self->server, err, sizeof err) != 0) {
@@ -398,7 +400,7 @@ static PyType_Slot server_slots[] = {
     {Py_tp_methods, server_methods},
     {Py_tp_getset, server_getset},
     {Py_tp_doc, "Server(host, port, max_body_size, idle_timeout, access_log, apis, listen_fd=-1, "
-                "request_timeout=0, max_connections=0)"},
+                "request_timeout=0, max_connections=0, realtime_io=True)"},
     {0, NULL},
 };
 

@@ -1,0 +1,103 @@
+"""The I/O thread's scheduling class: real-time where the process may have it, so /healthz
+is answered at once while predict() holds the only core; a short fair-class slice
+otherwise; --no-realtime-io keeps it in the normal class."""
+import ctypes
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SIMPLE_YAML
+
+# predict answers the id of the thread it runs on, so that thread can be told apart
+PREDICTOR = """
+import threading
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+    def predict(self, payload):
+        return {"tid": threading.get_native_id()}
+"""
+
+PR_CAPBSET_DROP = 24
+CAP_SYS_NICE = 23
+
+
+def may_use_realtime():
+    probe = "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+def without_sys_nice():
+    """preexec_fn: a root process keeps every capability but CAP_SYS_NICE across exec."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_CAPBSET_DROP, CAP_SYS_NICE, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def policies(pid):
+    """{thread id: (policy, priority)} of every thread of pid."""
+    found = {}
+    for entry in os.listdir(f"/proc/{pid}/task"):
+        tid = int(entry)
+        try:
+            found[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
+        except ProcessLookupError:
+            continue
+    return found
+
+
+def slice_ns(tid, pid):
+    with open(f"/proc/{pid}/task/{tid}/sched") as f:
+        for line in f:
+            if line.startswith("se.slice"):
+                return int(line.split(":")[1])
+    return None
+
+
+@pytest.fixture
+def predictor_project(project):
+    return project({"cortex.yaml": SIMPLE_YAML, "predictor.py": PREDICTOR})
+
+
+def predict_tid(server):
+    r = server.post("/echo", json={})
+    assert r.status_code == 200, r.text
+    return r.json()["tid"]
+
+
+@pytest.mark.skipif(not may_use_realtime(), reason="this process may not use SCHED_FIFO")
+def test_io_thread_is_realtime_and_predict_is_not(serve, predictor_project):
+    server = serve(predictor_project)
+    tid = predict_tid(server)
+    threads = policies(server.proc.pid)
+    realtime = {t: p for t, p in threads.items() if p[0] == os.SCHED_FIFO}
+    assert list(realtime.values()) == [(os.SCHED_FIFO, 1)], threads
+    assert threads[tid] == (os.SCHED_OTHER, 0), threads
+    assert server.get("/healthz").status_code == 200
+
+
+def test_no_realtime_io_keeps_every_thread_in_the_normal_class(serve, predictor_project):
+    server = serve(predictor_project, "--no-realtime-io")
+    predict_tid(server)
+    threads = policies(server.proc.pid)
+    assert all(policy == (os.SCHED_OTHER, 0) for policy in threads.values()), threads
+    assert server.get("/healthz").status_code == 200
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop CAP_SYS_NICE from the bounding set")
+def test_without_the_privilege_it_serves_with_a_short_fair_slice(serve, predictor_project):
+    if resource.getrlimit(resource.RLIMIT_RTPRIO)[0] != 0:
+        pytest.skip("RLIMIT_RTPRIO allows real-time priorities without the capability")
+    server = serve(predictor_project, preexec_fn=without_sys_nice)
+    tid = predict_tid(server)
+    threads = policies(server.proc.pid)
+    assert all(policy[0] == os.SCHED_OTHER for policy in threads.values()), threads
+    assert server.stderr_text() == ""
+    # the I/O thread asked for a 0.1 ms slice instead (honoured from Linux 6.12 on)
+    if tuple(int(x) for x in os.uname().release.split(".")[:2]) >= (6, 12):
+        slices = {t: slice_ns(t, server.proc.pid) for t in threads}
+        assert [t for t, v in slices.items() if v == 100000 and t != tid], slices
+    assert server.get("/healthz").status_code == 200
