@@ -219,6 +219,25 @@ def translate_segment(segment: str) -> str:
     return "".join(regex)
 
 
+# The classes git's wildmatch knows inside brackets, as regex set members.  git tests bytes
+# with its own ASCII-only ctype: nothing beyond ASCII is in any class, and its "space" is
+# only tab, newline, carriage return and space.
+POSIX_CLASSES = {
+    "alnum": "a-zA-Z0-9",
+    "alpha": "a-zA-Z",
+    "blank": " \\t",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": "!-/:-@\\[-`{-~",
+    "space": " \\t\\n\\r",
+    "upper": "A-Z",
+    "xdigit": "0-9A-Fa-f",
+}
+
+
 def translate_bracket(segment: str, start: int):
     """The regex for the [...] class at segment[start], and the index after it."""
     i = start + 1
@@ -239,6 +258,20 @@ def translate_bracket(segment: str, start: int):
             # Classes never match the path separator, negated or not.
             body = "".join(members)
             return ("(?!/)[^" if negated else "(?!/)[") + body + "]", i + 1
+        if segment.startswith("[:", i):
+            # git's wildmatch: "[:name:]" up to the next "]"; without ":]" there the "[" is
+            # an ordinary member; an unknown name, or no "]" at all, fails the pattern
+            end = segment.find("]", i + 2)
+            if end < 0:
+                return "(?!)", len(segment)
+            if end - 1 > i + 2 and segment[end - 1] == ":":
+                posix = POSIX_CLASSES.get(segment[i + 2:end - 1])
+                if posix is None:
+                    return "(?!)", len(segment)
+                members.append(posix)
+                i = end + 1
+                first = False
+                continue  # and a "-" right after it is a literal one, as in git
         low, i = member(i)
         first = False
         if i + 1 < len(segment) and segment[i] == "-" and segment[i + 1] != "]":

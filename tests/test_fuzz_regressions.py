@@ -95,7 +95,7 @@ def test_only_one_leading_slash_is_dropped_as_in_git():
     assert IgnoreMatcher(["/b"]).ignored("b/x", False)
 
 
-# -- .cortexignore: "/" inside a bracket class, an escaped slash, "**" beside them -----------
+# -- .cortexignore: "/" inside a bracket class, an escaped slash, "**" beside them, POSIX classes
 # Found comparing with `git check-ignore --no-index` on random patterns (git 2.39): the
 # matcher cut patterns at every "/", brackets and escapes regardless.  Each row is what git
 # answers; the last test asks git itself when it is installed.
@@ -128,6 +128,24 @@ GIT_CASES = [
     # one trailing slash is dropped: "d//" must match "d/" against "d", which nothing does
     ("d//", "d", True, False),
     ("d/", "d", True, True),
+    # POSIX classes inside brackets, as git's wildmatch knows them
+    ("[[:digit:]]x", "1x", False, True),
+    ("[[:digit:]]x", "ax", False, False),
+    ("[![:alpha:]]*", "1bc", False, True),
+    ("[![:alpha:]]*", "abc", False, False),
+    ("a[[:upper:][:digit:]]", "a7", False, True),
+    ("a[[:upper:][:digit:]]", "ab", False, False),
+    ("a[[:space:]]b", "a b", False, True),
+    ("x[[:punct:]]", "x_", False, True),
+    ("x[[:alnum:]]", "x_", False, False),
+    ("x[[:space:]]", "x\x0b", False, False),  # git's space: tab, newline, CR, space
+    ("x[[:digit:]-a]", "x-", False, True),  # a "-" after a class is a literal one
+    ("x[[:digit:]-a]", "xa", False, True),
+    ("x[[:bogus:]]", "xb", False, False),  # an unknown class fails the pattern
+    ("x[[:alpha:]", "xa", False, False),  # so does a class that is never closed
+    ("x[[:]", "x:", False, True),  # no ":]": "[" and ":" are ordinary members
+    ("x[[:alpha]]", "xa]", False, True),
+    ("x[[:alpha]]", "x]", False, False),
     # a backslash escaping nothing fails the pattern
     ("foo\\", "foo\\", False, False),
     ("foo\\/", "e/foo\\", True, False),
