@@ -962,14 +962,58 @@ static int ask_for_realtime(void)
     return pthread_setschedparam(pthread_self(), SCHED_FIFO, &param);
 }
 
+/* Real-time, but on a budget: a flood of requests this thread answers by itself (GETs,
+ * 404s, /healthz) would otherwise keep it running and leave predict() only what the kernel's
+ * real-time throttling spares (5% of the core, in 50 ms gaps).  Busy for more than
+ * BUSY_HIGH of a window, it joins the fair class; below BUSY_LOW it is real-time again. */
+#define BUDGET_WINDOW_S 0.05
+#define BUSY_HIGH 0.6
+#define BUSY_LOW 0.3
+
+typedef struct {
+    int allowed; /* real-time was granted at start */
+    int realtime;
+    double window_start, busy, woke;
+} io_budget;
+
+static void start_budget(io_budget *b, int want_realtime)
+{
+    b->allowed = b->realtime = want_realtime && ask_for_realtime() == 0;
+    if (!b->realtime)
+        ask_for_short_slice();
+    b->window_start = b->woke = cx_monotonic_seconds();
+    b->busy = 0;
+}
+
+/* now: the time this round's work ended (the thread is about to wait for events) */
+static void account_io_time(io_budget *b, double now)
+{
+    if (!b->allowed)
+        return;
+    b->busy += now - b->woke;
+    double span = now - b->window_start;
+    if (span < BUDGET_WINDOW_S)
+        return;
+    double share = b->busy / span;
+    if (b->realtime && share > BUSY_HIGH) {
+        ask_for_short_slice(); /* also the move back to SCHED_OTHER */
+        b->realtime = 0;
+    } else if (!b->realtime && share < BUSY_LOW && ask_for_realtime() == 0) {
+        b->realtime = 1;
+    }
+    b->window_start = now;
+    b->busy = 0;
+}
+
 static void *io_loop(void *arg)
 {
     cx_server *s = arg;
-    if (!s->realtime_io || ask_for_realtime() != 0)
-        ask_for_short_slice();
+    io_budget budget;
+    start_budget(&budget, s->realtime_io);
     double next_sweep = 0, next_expiry = 0;
     while (!atomic_load(&s->io_stop)) {
         double now = cx_monotonic_seconds();
+        account_io_time(&budget, now);
         if (now >= next_sweep) {
             cut_stalled_headers(s, now);
             next_sweep = now + 0.5;
@@ -979,6 +1023,7 @@ static void *io_loop(void *arg)
             next_expiry = now + 0.01;
         }
         wait_for_events(s);
+        budget.woke = cx_monotonic_seconds();
         MHD_run(s->daemon);
         if (atomic_exchange(&s->wake_pending, 0))
             wake_workers(s);

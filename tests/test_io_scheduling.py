@@ -6,6 +6,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -101,3 +102,49 @@ def test_without_the_privilege_it_serves_with_a_short_fair_slice(serve, predicto
         slices = {t: slice_ns(t, server.proc.pid) for t in threads}
         assert [t for t, v in slices.items() if v == 100000 and t != tid], slices
     assert server.get("/healthz").status_code == 200
+
+
+# A client process on CPU 1 sending /healthz requests pipelined 200 at a time for ARG seconds
+FLOOD = r"""
+import os, socket, sys, time
+os.sched_setaffinity(0, {1})
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+burst = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 200
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    sock.sendall(burst)
+    got = 0
+    while got < 200:
+        got += sock.recv(1 << 20).count(b"HTTP/1.1 200")
+"""
+
+
+def io_thread(pid):
+    """The one thread of pid that is real-time now, or None."""
+    return next((t for t, p in policies(pid).items() if p[0] == os.SCHED_FIFO), None)
+
+
+@pytest.mark.skipif(not may_use_realtime(), reason="this process may not use SCHED_FIFO")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0),
+                    reason="needs CPUs 0 and 1")
+def test_a_flood_it_answers_alone_moves_the_io_thread_to_the_fair_class_until_it_ends(
+        serve, predictor_project):
+    server = serve(predictor_project, preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+    tid = io_thread(server.proc.pid)
+    assert tid is not None
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD, str(server.port), "4"])
+    try:
+        deadline = time.monotonic() + 3.5
+        demoted = False
+        while time.monotonic() < deadline and not demoted:
+            demoted = os.sched_getscheduler(tid) == os.SCHED_OTHER
+            time.sleep(0.01)
+        assert demoted, "the I/O thread stayed real-time through a flood of /healthz"
+        predict_tid(server)  # predict is still served meanwhile
+    finally:
+        assert flood.wait(30) == 0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and os.sched_getscheduler(tid) != os.SCHED_FIFO:
+        time.sleep(0.01)
+    assert os.sched_getscheduler(tid) == os.SCHED_FIFO
+    assert os.sched_getparam(tid).sched_priority == 1
