@@ -47,8 +47,10 @@ static void skip_ws(decoder *d)
 
 void cx_json_key_cache_clear(cx_json_key_cache *cache)
 {
-    for (size_t i = 0; i < CX_JSON_KEY_CACHE_SIZE; i++)
+    for (size_t i = 0; i < CX_JSON_KEY_CACHE_SIZE; i++) {
         Py_CLEAR(cache->keys[i]);
+        cache->text[i].len = 0;
+    }
 }
 
 /* ---- strings -------------------------------------------------------------------------- */
@@ -127,31 +129,6 @@ static unsigned char *put_utf8(unsigned char *o, unsigned cp)
     return o;
 }
 
-/* A hash of the n (<= 64) bytes at s, eight at a time; end bounds what may be read.  Only
- * where a key goes in the cache depends on it: a hit is checked against the text. */
-static inline uint32_t key_hash(const unsigned char *s, size_t n, const unsigned char *end)
-{
-    uint64_t h = n * 0x9e3779b97f4a7c15ULL;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdULL;
-    }
-    if (i < n) {
-        uint64_t w = 0;
-        if (end - (s + i) >= 8) { /* the key's closing quote and what follows are there */
-            memcpy(&w, s + i, 8);
-            w &= ~0ULL >> (8 * (8 - (n - i)));
-        } else {
-            for (size_t j = i; j < n; j++)
-                w |= (uint64_t)s[j] << (8 * (j - i));
-        }
-        h = (h ^ w) * 0xff51afd7ed558ccdULL;
-    }
-    return (uint32_t)(h >> 32);
-}
-
 static PyObject *ascii_string(const unsigned char *s, size_t n)
 {
     PyObject *str = PyUnicode_New((Py_ssize_t)n, 127);
@@ -160,15 +137,62 @@ static PyObject *ascii_string(const unsigned char *s, size_t n)
     return str;
 }
 
-/* A key without escapes or non-ASCII: look it up in the cache first. */
+#define KEY_CACHE_WAYS 2
+#define KEY_CACHE_SETS (CX_JSON_KEY_CACHE_SIZE / KEY_CACHE_WAYS)
+
+/* A key without escapes or non-ASCII, up to 64 bytes: from the cache when it is there.
+ * The first 16 bytes, zero padded, are both the hash's input and what a hit is compared
+ * on; a longer key's rest is hashed and compared from the text.  end bounds what may be
+ * read (the key's closing quote and what follows are there to be read in whole words). */
 static PyObject *cached_key(decoder *d, const unsigned char *s, size_t n)
 {
     if (n > 64)
         return ascii_string(s, n);
-    PyObject **slot = &d->cache->keys[key_hash(s, n, d->end) % CX_JSON_KEY_CACHE_SIZE];
-    PyObject *hit = *slot;
-    if (hit && (size_t)PyUnicode_GET_LENGTH(hit) == n && memcmp(PyUnicode_1BYTE_DATA(hit), s, n) == 0)
-        return Py_NewRef(hit);
+    uint64_t w0 = 0, w1 = 0;
+    size_t head = n < 16 ? n : 16;
+    if (d->end - s >= 16) {
+        memcpy(&w0, s, 8);
+        memcpy(&w1, s + 8, 8);
+        if (head <= 8) {
+            w0 = head ? w0 & (~0ULL >> (64 - 8 * head)) : 0;
+            w1 = 0;
+        } else {
+            w1 &= ~0ULL >> (128 - 8 * head);
+        }
+    } else {
+        for (size_t j = 0; j < head; j++) {
+            if (j < 8)
+                w0 |= (uint64_t)s[j] << (8 * j);
+            else
+                w1 |= (uint64_t)s[j] << (8 * (j - 8));
+        }
+    }
+    uint64_t h = (n * 0x9e3779b97f4a7c15ULL ^ w0) * 0xff51afd7ed558ccdULL;
+    h = (h ^ w1) * 0xff51afd7ed558ccdULL;
+    for (size_t i = 16; i < n; i += 8) {
+        uint64_t w = 0;
+        size_t k = n - i < 8 ? n - i : 8;
+        memcpy(&w, s + i, k);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    }
+    size_t set = (size_t)(h >> 32) % KEY_CACHE_SETS * KEY_CACHE_WAYS;
+    cx_json_key_cache *cache = d->cache;
+    /* len is stored plus one, so an empty slot (all zero) matches nothing */
+    for (size_t way = 0; way < KEY_CACHE_WAYS; way++) {
+        cx_json_key_prefix *t = &cache->text[set + way];
+        if (t->len == n + 1 && t->w0 == w0 && t->w1 == w1
+            && (n <= 16 || memcmp(PyUnicode_1BYTE_DATA(cache->keys[set + way]) + 16, s + 16, n - 16) == 0)) {
+            PyObject *hit = cache->keys[set + way];
+            if (way) { /* the most recently used first: the other way is what a miss evicts */
+                cx_json_key_prefix tt = *t;
+                cache->keys[set + way] = cache->keys[set];
+                cache->text[set + way] = cache->text[set];
+                cache->keys[set] = hit;
+                cache->text[set] = tt;
+            }
+            return Py_NewRef(hit);
+        }
+    }
     PyObject *key = ascii_string(s, n);
     if (key == NULL)
         return NULL;
@@ -177,7 +201,14 @@ static PyObject *cached_key(decoder *d, const unsigned char *s, size_t n)
         Py_DECREF(key);
         return NULL;
     }
-    Py_XSETREF(*slot, Py_NewRef(key));
+    PyObject *evicted = cache->keys[set + KEY_CACHE_WAYS - 1];
+    memmove(&cache->keys[set + 1], &cache->keys[set], (KEY_CACHE_WAYS - 1) * sizeof cache->keys[0]);
+    memmove(&cache->text[set + 1], &cache->text[set], (KEY_CACHE_WAYS - 1) * sizeof cache->text[0]);
+    cache->keys[set] = Py_NewRef(key);
+    cache->text[set].len = n + 1;
+    cache->text[set].w0 = w0;
+    cache->text[set].w1 = w1;
+    Py_XDECREF(evicted); /* a str's dealloc runs no Python code */
     return key;
 }
 
