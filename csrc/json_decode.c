@@ -108,25 +108,17 @@ static int read_u4(const unsigned char *p, const unsigned char *end, unsigned *o
     return 0;
 }
 
-/* Appends code point cp as UTF-8 (lone surrogates too: decoded with "surrogatepass"). */
-static unsigned char *put_utf8(unsigned char *o, unsigned cp)
+/* The code point of the valid UTF-8 sequence at p (utf8_sequence has checked it). */
+static inline Py_UCS4 utf8_decode(const unsigned char *p)
 {
-    if (cp < 0x80) {
-        *o++ = (unsigned char)cp;
-    } else if (cp < 0x800) {
-        *o++ = (unsigned char)(0xc0 | (cp >> 6));
-        *o++ = (unsigned char)(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        *o++ = (unsigned char)(0xe0 | (cp >> 12));
-        *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (unsigned char)(0x80 | (cp & 0x3f));
-    } else {
-        *o++ = (unsigned char)(0xf0 | (cp >> 18));
-        *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-        *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (unsigned char)(0x80 | (cp & 0x3f));
-    }
-    return o;
+    unsigned c = p[0];
+    if (c < 0x80)
+        return c;
+    if (c < 0xe0)
+        return ((c & 0x1f) << 6) | (p[1] & 0x3f);
+    if (c < 0xf0)
+        return ((c & 0x0f) << 12) | ((p[1] & 0x3fu) << 6) | (p[2] & 0x3f);
+    return ((c & 0x07) << 18) | ((p[1] & 0x3fu) << 12) | ((p[2] & 0x3fu) << 6) | (p[3] & 0x3f);
 }
 
 static PyObject *ascii_string(const unsigned char *s, size_t n)
@@ -263,17 +255,29 @@ static PyObject *parse_string(decoder *d, int is_key)
     if (*p < 0x20)
         return fail(d, p, "control character in a string");
 
-    /* escapes: rebuild as UTF-8 (never longer than the source) and decode that */
-    size_t cap = (size_t)(end - begin);
-    unsigned char stack_buf[256];
-    unsigned char *buf = cap <= sizeof stack_buf ? stack_buf : CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, cap);
+    /* escapes: decoded to code points, then copied into a str of the narrowest kind.  The
+     * string's source extent bounds the code points; where no closing quote is found the
+     * rest of the document does, and the loop below reports the first error as it is met. */
+    const unsigned char *close = p;
+    while (close < end && *close != '"')
+        close += *close == '\\' && end - close >= 2 ? 2 : 1;
+    size_t cap = close < end ? (size_t)(close - begin) : (size_t)(end - begin);
+    Py_UCS4 stack_buf[128];
+    Py_UCS4 *buf = cap <= sizeof stack_buf / sizeof stack_buf[0] ? stack_buf
+                                                                 : CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, cap * sizeof *buf);
     if (buf == NULL) {
         PyErr_NoMemory();
         return NULL;
     }
-    size_t prefix = (size_t)(p - begin);
-    memcpy(buf, begin, prefix);
-    unsigned char *o = buf + prefix;
+    /* the OR of the code points falls in the same kind's range as their maximum */
+    Py_UCS4 any = 0;
+    Py_UCS4 *o = buf;
+    for (const unsigned char *q = begin; q < p;) {
+        Py_UCS4 cp = utf8_decode(q); /* the fast scan has checked these */
+        q += *q < 0x80 ? 1 : *q < 0xe0 ? 2 : *q < 0xf0 ? 3 : 4;
+        any |= cp;
+        *o++ = cp;
+    }
     PyObject *result = NULL;
     for (;;) {
         if (p >= end) {
@@ -295,8 +299,9 @@ static PyObject *parse_string(decoder *d, int is_key)
                 fail(d, p, "invalid UTF-8 in a string");
                 goto done;
             }
-            memcpy(o, p, n);
-            o += n;
+            Py_UCS4 cp = utf8_decode(p);
+            any |= cp;
+            *o++ = cp;
             p += n;
             continue;
         }
@@ -326,14 +331,16 @@ static PyObject *parse_string(decoder *d, int is_key)
                 goto done;
             }
             p += 4;
-            /* a high surrogate followed by an escaped low one is one character, as in json */
+            /* a high surrogate followed by an escaped low one is one character, as in json;
+             * any other surrogate stays a lone one, as json keeps it */
             unsigned low;
             if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 7 && p[1] == '\\' && p[2] == 'u'
                 && read_u4(p + 3, end, &low) == 0 && low >= 0xdc00 && low <= 0xdfff) {
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
                 p += 6;
             }
-            o = put_utf8(o, cp);
+            any |= cp;
+            *o++ = cp;
             break;
         }
         default:
@@ -343,7 +350,22 @@ static PyObject *parse_string(decoder *d, int is_key)
         p++;
     }
     d->p = p;
-    result = PyUnicode_DecodeUTF8((const char *)buf, (Py_ssize_t)(o - buf), "surrogatepass");
+    size_t len = (size_t)(o - buf);
+    Py_UCS4 maxchar = any < 0x80 ? 0x7f : any < 0x100 ? 0xff : any < 0x10000 ? 0xffff : 0x10ffff;
+    result = PyUnicode_New((Py_ssize_t)len, maxchar);
+    if (result == NULL)
+        goto done;
+    if (maxchar <= 0xff) {
+        Py_UCS1 *out = PyUnicode_1BYTE_DATA(result);
+        for (size_t i = 0; i < len; i++)
+            out[i] = (Py_UCS1)buf[i];
+    } else if (maxchar == 0xffff) {
+        Py_UCS2 *out = PyUnicode_2BYTE_DATA(result);
+        for (size_t i = 0; i < len; i++)
+            out[i] = (Py_UCS2)buf[i];
+    } else {
+        memcpy(PyUnicode_4BYTE_DATA(result), buf, len * sizeof *buf);
+    }
 done:
     if (buf != stack_buf)
         CX_PYMEM_FREE(CX_ALLOC_SCRATCH, buf);

@@ -525,6 +525,40 @@ def test_escapes_as_json_loads(text):
     assert same(loads(text), json.loads(text))
 
 
+@pytest.mark.parametrize("text", [
+    r'"a\nb"', r'"\u0041"', r'"caf\u00e9"', r'"\u00ff\t"', r'"\u0100"', r'"\u20ac\n"', r'"\uffff"',
+    r'"\ud83d\ude00"', r'"a\ud800"', r'"\u00e9\ud83d\ude00\u0041"',
+    '"caf\xc3\xa9\\n"', '"\xe2\x82\xac\\t\xf0\x9f\x98\x80"', '"\xf0\x9f\x98\x80\\u0041"',
+])
+def test_escaped_strings_get_the_narrowest_kind(text):
+    """A str is built at the kind its largest character needs, as Python builds every str;
+    one that is all ASCII must say so (isascii reads that flag)."""
+    data = text.encode("latin-1")
+    got, want = loads(data), json.loads(data)
+    assert same(got, want)
+    assert got.isascii() == want.isascii()
+    assert sys.getsizeof(got) == sys.getsizeof(want)
+
+
+@pytest.mark.parametrize("n", [1, 100, 127, 128, 129, 300, 5000])
+def test_long_escaped_strings(n):
+    for piece in [r"a\n", r"\u00e9", r"\u20ac", r"\ud83d\ude00", r"\u00e9\u0041\u20ac\"", "\xc3\xa9\\t"]:
+        text = '"' + piece * n + '"'
+        data = text.encode("latin-1")
+        assert same(loads(data), json.loads(data)), (piece, n)
+        doc = b'{"k": ' + data + b', "x": [' + data + b']}'
+        assert same(loads(doc), json.loads(doc))
+
+
+def test_unterminated_escaped_string_reports_the_first_error():
+    # the string's end is not found: the first problem met in it is what is reported
+    assert decode_error(b'["ab\\ncd\x01ef').pos == 8
+    assert decode_error(b'["ab\\ncd\\qef').pos == 8
+    assert decode_error(b'["ab\\ncd').pos == 1
+    assert decode_error(b'["ab\\').pos == 4
+    assert decode_error(b'["ab\\ncd\xffef').pos == 8
+
+
 def test_surrogate_pair_combines():
     assert loads(rb'"\ud834\udd1e"') == "\U0001d11e"
     assert len(loads(rb'"\ud834\udd1e"')) == 1
