@@ -37,9 +37,11 @@ static PyObject *fail(decoder *d, const unsigned char *at, const char *what)
     return NULL;
 }
 
-static void skip_ws(decoder *d)
+static inline void skip_ws(decoder *d)
 {
     const unsigned char *p = d->p;
+    if (p < d->end && *p > ' ') /* most often there is none */
+        return;
     while (p < d->end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
         p++;
     d->p = p;
@@ -403,6 +405,35 @@ static inline const unsigned char *scan_digits(const unsigned char *p, const uns
 {
     uint64_t v = *w;
     int n = *digits;
+    /* Sixteen bytes a step where they are there: where the digits end is found from both
+     * words at once, so the next step's load waits on one mask and not two (a float's
+     * fraction is most often 9-16 digits); the values are off that path. */
+    while (end - p >= 16) {
+        uint64_t x0, x1;
+        memcpy(&x0, p, 8);
+        memcpy(&x1, p + 8, 8);
+        uint64_t a0 = x0 ^ ASCII_ZEROS, a1 = x1 ^ ASCII_ZEROS;
+        uint64_t nd0 = (((a0 & 0x7f7f7f7f7f7f7f7fULL) + 0x7676767676767676ULL) | a0) & 0x8080808080808080ULL;
+        uint64_t nd1 = (((a1 & 0x7f7f7f7f7f7f7f7fULL) + 0x7676767676767676ULL) | a1) & 0x8080808080808080ULL;
+        if (nd0) {
+            int k = __builtin_ctzll(nd0) >> 3;
+            if (k && n + k <= 19)
+                v = v * pow10_upto8[k] + value8(a0 << (64 - 8 * k));
+            n += k;
+            p += k;
+            goto done;
+        }
+        int k = nd1 ? __builtin_ctzll(nd1) >> 3 : 8;
+        if (n + 8 + k <= 19) {
+            v = v * 100000000 + value8(a0);
+            if (k)
+                v = v * pow10_upto8[k] + value8(a1 << (64 - 8 * k));
+        }
+        n += 8 + k;
+        p += 8 + k;
+        if (k < 8)
+            goto done;
+    }
     while (end - p >= 8) {
         uint64_t x;
         memcpy(&x, p, 8);
@@ -428,18 +459,30 @@ done:
     return p;
 }
 
-static PyObject *parse_number(decoder *d)
+/* A number's text as scanned: its value is w 10^q while digits <= 19. */
+typedef struct {
+    const unsigned char *end; /* just past the number */
+    uint64_t w;
+    long q;
+    int digits, int_digits, negative, is_float;
+    const char *error; /* NULL, or what is wrong at error_at */
+    const unsigned char *error_at;
+} number;
+
+/* The number at begin, by the grammar alone: nothing is built and nothing reported. */
+static inline __attribute__((always_inline)) void scan_number(const unsigned char *begin, const unsigned char *end,
+                                                              number *num)
 {
-    const unsigned char *begin = d->p;
     const unsigned char *p = begin;
-    const unsigned char *end = d->end;
-    int negative = 0;
-    if (p < end && *p == '-') {
-        negative = 1;
-        p++;
+    num->error = NULL;
+    num->is_float = 0;
+    num->negative = p < end && *p == '-';
+    p += num->negative;
+    if (p >= end || !is_digit(*p)) {
+        num->error = "invalid number";
+        num->error_at = begin;
+        return;
     }
-    if (p >= end || !is_digit(*p))
-        return fail(d, begin, "invalid number");
     /* the digits as w 10^scale, exact while there are at most 19 of them; more and the
      * text is parsed exactly */
     uint64_t w = 0;
@@ -447,18 +490,23 @@ static PyObject *parse_number(decoder *d)
     long scale = 0;
     if (*p == '0') {
         p++;
-        if (p < end && is_digit(*p))
-            return fail(d, begin, "leading zero in a number");
+        if (p < end && is_digit(*p)) {
+            num->error = "leading zero in a number";
+            num->error_at = begin;
+            return;
+        }
     } else {
         p = scan_digits(p, end, &w, &digits);
     }
-    const unsigned char *int_end = p;
-    int is_float = 0;
+    num->int_digits = (int)(p - begin) - num->negative;
     if (p < end && *p == '.') {
-        is_float = 1;
+        num->is_float = 1;
         p++;
-        if (p >= end || !is_digit(*p))
-            return fail(d, p, "expected a digit after the decimal point");
+        if (p >= end || !is_digit(*p)) {
+            num->error = "expected a digit after the decimal point";
+            num->error_at = p;
+            return;
+        }
         if (w == 0) { /* leading zeros of a fraction are no significant digits */
             for (; p < end && *p == '0'; p++)
                 scale--;
@@ -469,13 +517,16 @@ static PyObject *parse_number(decoder *d)
     }
     long exponent = 0;
     if (p < end && (*p == 'e' || *p == 'E')) {
-        is_float = 1;
+        num->is_float = 1;
         p++;
         int neg = 0;
         if (p < end && (*p == '+' || *p == '-'))
             neg = *p++ == '-';
-        if (p >= end || !is_digit(*p))
-            return fail(d, p, "expected a digit in the exponent");
+        if (p >= end || !is_digit(*p)) {
+            num->error = "expected a digit in the exponent";
+            num->error_at = p;
+            return;
+        }
         for (; p < end && is_digit(*p); p++) {
             if (exponent < 100000) /* far outside any double already: stop counting */
                 exponent = exponent * 10 + (*p - '0');
@@ -483,19 +534,59 @@ static PyObject *parse_number(decoder *d)
         if (neg)
             exponent = -exponent;
     }
-    d->p = p;
-    size_t n = (size_t)(p - begin);
-    if (is_float) {
+    num->end = p;
+    num->w = w;
+    num->q = scale + exponent;
+    num->digits = digits;
+}
+
+enum { NUMBER_TEXT, NUMBER_FLOAT, NUMBER_INT };
+
+/* The value of a scanned number where the fast paths decide it; NUMBER_TEXT: the text
+ * must be parsed exactly. */
+static inline __attribute__((always_inline)) int number_value(const number *num, double *f, long long *i)
+{
+    if (num->is_float) {
         double v;
-        if (w == 0) /* every digit zero, whatever the exponent */
-            return PyFloat_FromDouble(negative ? -0.0 : 0.0);
-        long q = scale + exponent;
-        if (digits <= 19 && q > -100000 && q < 100000 && cx_decimal_to_double(w, (int)q, &v))
-            return PyFloat_FromDouble(negative ? -v : v);
-    } else if (int_end - begin - negative <= 18) {
-        long long v = (long long)w;
-        return PyLong_FromLongLong(negative ? -v : v);
+        if (num->w == 0) { /* every digit zero, whatever the exponent */
+            *f = num->negative ? -0.0 : 0.0;
+            return NUMBER_FLOAT;
+        }
+        if (num->digits <= 19 && num->q > -100000 && num->q < 100000
+            && cx_decimal_to_double(num->w, (int)num->q, &v)) {
+            *f = num->negative ? -v : v;
+            return NUMBER_FLOAT;
+        }
+        return NUMBER_TEXT;
     }
+    if (num->int_digits <= 18) {
+        long long v = (long long)num->w;
+        *i = num->negative ? -v : v;
+        return NUMBER_INT;
+    }
+    return NUMBER_TEXT;
+}
+
+static PyObject *parse_number(decoder *d)
+{
+    const unsigned char *begin = d->p;
+    number num;
+    scan_number(begin, d->end, &num);
+    if (num.error)
+        return fail(d, num.error_at, num.error);
+    d->p = num.end;
+    double f;
+    long long i;
+    switch (number_value(&num, &f, &i)) {
+    case NUMBER_FLOAT:
+        return PyFloat_FromDouble(f);
+    case NUMBER_INT:
+        return PyLong_FromLongLong(i);
+    default:
+        break;
+    }
+    int is_float = num.is_float;
+    size_t n = (size_t)(num.end - begin);
     /* the rare long numbers: copy out NUL-terminated and let Python parse them exactly */
     char stack_buf[64];
     char *text = n < sizeof stack_buf ? stack_buf : CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, n + 1);
@@ -555,6 +646,52 @@ static int push(decoder *d, PyObject *item)
     return 0;
 }
 
+static inline int number_start(unsigned char c)
+{
+    return c == '-' || (unsigned)(c - '0') < 10;
+}
+
+#define NUMBER_BATCH 32
+
+/* A run of numbers separated by ", ", up to NUMBER_BATCH of them, scanned and converted
+ * before any object is made: with no call between them the numbers' arithmetic overlaps,
+ * where one PyFloat_FromDouble after each held up the next.  Pushes the objects and
+ * returns how many; stops before a number it cannot take whole (an error, a long one),
+ * which *at_number then says, for parse_value to read from d->p.  -1: no memory. */
+static Py_ssize_t number_run(decoder *d, int *at_number)
+{
+    struct {
+        int kind;
+        double f;
+        long long i;
+    } run[NUMBER_BATCH];
+    const unsigned char *end = d->end;
+    int n = 0;
+    *at_number = 0;
+    for (;;) {
+        number num;
+        scan_number(d->p, end, &num);
+        if (num.error || (run[n].kind = number_value(&num, &run[n].f, &run[n].i)) == NUMBER_TEXT) {
+            *at_number = 1;
+            break;
+        }
+        n++;
+        const unsigned char *p = num.end;
+        d->p = p;
+        if (n == NUMBER_BATCH || end - p < 3 || p[0] != ',' || p[1] != ' ' || !number_start(p[2]))
+            break;
+        d->p = p + 2;
+    }
+    for (int j = 0; j < n; j++) {
+        PyObject *item = run[j].kind == NUMBER_FLOAT ? PyFloat_FromDouble(run[j].f) : PyLong_FromLongLong(run[j].i);
+        if (item == NULL || push(d, item) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    return n;
+}
+
 static PyObject *parse_array(decoder *d)
 {
     const unsigned char *open = d->p;
@@ -569,9 +706,26 @@ static PyObject *parse_array(decoder *d)
         return PyList_New(0);
     }
     for (;;) {
+        if (d->p < d->end && number_start(*d->p)) {
+            int at_number;
+            Py_ssize_t n = number_run(d, &at_number);
+            if (n < 0)
+                goto error;
+            if (n > 0 && at_number)
+                continue;
+            if (n > 0)
+                goto separator;
+        }
         PyObject *item = parse_value(d);
         if (item == NULL || push(d, item) < 0)
             goto error;
+    separator:;
+        const unsigned char *p = d->p;
+        if (d->end - p >= 2 && p[0] == ',') { /* ", " and the next item */
+            d->p = p + 1 + (p[1] == ' ');
+            skip_ws(d);
+            continue;
+        }
         skip_ws(d);
         if (d->p >= d->end) {
             fail(d, d->p, "expected ',' or ']'");
