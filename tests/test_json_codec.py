@@ -413,6 +413,26 @@ def test_bad_numbers_rejected(text):
 
 # ---- 10 MB strings --------------------------------------------------------------------
 
+@pytest.mark.parametrize("special", ['"', "\\", "\n", "\x00", "\x1f", "\x7f", "\x80", "\u00e9", "\u20ac", "\U0001d11e"])
+def test_strings_of_every_short_length_with_an_escape_anywhere(special):
+    """Strs inside lists and dicts are copied a word at a time, the last word loaded to end
+    at the text's end; an escape in any byte of either must send them the slow way."""
+    for n in range(0, 41):
+        base = "".join(chr(ord("a") + (i % 26)) for i in range(n))
+        texts = [base] + [base[:i] + special + base[i:] for i in range(n + 1)]
+        for value in (texts, {t: t for t in texts}, [{"k": t, "n": [t, 1, t]} for t in texts], tuple(texts)):
+            assert dumps(value) == json.dumps(value), (n, special)
+
+
+def test_strings_fill_the_output_buffer_to_its_end():
+    # many strs of every length, so some end right at the growing buffer's capacity
+    for step in range(1, 70):
+        value = ["x" * ((i * step) % 67) for i in range(400)]
+        assert dumps(value) == json.dumps(value)
+        value = {f"k{i}": "y" * ((i * step) % 61) for i in range(300)}
+        assert dumps(value) == json.dumps(value)
+
+
 TEN_MB = 10 * 1024 * 1024
 
 
