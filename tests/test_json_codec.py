@@ -424,6 +424,16 @@ def test_strings_of_every_short_length_with_an_escape_anywhere(special):
             assert dumps(value) == json.dumps(value), (n, special)
 
 
+def test_ints_and_constants_inside_containers():
+    ints = [0, 1, -1, 9, 10, 99, 100, -100, 2**30 - 1, 2**30, -2**30, 2**31, 2**60 - 1, 2**60, -2**60,
+            2**62, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 2**64, 10**19, 10**30, -10**30]
+    ints += [10**k + d for k in range(20) for d in (-1, 0, 1)]
+    consts = [True, False, None]
+    for value in (ints, tuple(ints), {str(i): i for i in ints}, consts * 5, {"t": True, "f": False, "n": None},
+                  [[i, True, None, False] for i in ints]):
+        assert dumps(value) == json.dumps(value)
+
+
 def test_strings_fill_the_output_buffer_to_its_end():
     # many strs of every length, so some end right at the growing buffer's capacity
     for step in range(1, 70):
