@@ -540,8 +540,13 @@ static int encode_items(encoder *e, PyObject *seq)
     if (APPEND(e, "[") < 0)
         goto out;
     char *o = out->data + out->len, *end = fast_end(out);
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+    /* the items and their count are read again only after a slow path, the one place
+     * Python code can change the list; the char stores would have made each item's
+     * lookup reload them and test the type again */
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t size = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *item = items[i];
         if (o < end) {
             /* the separator is written either way and counted only after the first */
             size_t sep = i > 0 ? 2 : 0;
@@ -559,6 +564,8 @@ static int encode_items(encoder *e, PyObject *seq)
             goto out;
         o = out->data + out->len;
         end = fast_end(out);
+        items = PySequence_Fast_ITEMS(seq);
+        size = PySequence_Fast_GET_SIZE(seq);
     }
     out->len = (size_t)(o - out->data);
     rc = APPEND(e, "]");
