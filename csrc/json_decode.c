@@ -666,22 +666,25 @@ static Py_ssize_t number_run(decoder *d, int *at_number)
         long long i;
     } run[NUMBER_BATCH];
     const unsigned char *end = d->end;
+    /* the position is a local until the run ends: each number's scan starts from where the
+     * last one's ended, and a round trip through d->p put a store and a load on that path */
+    const unsigned char *p = d->p;
     int n = 0;
     *at_number = 0;
     for (;;) {
         number num;
-        scan_number(d->p, end, &num);
+        scan_number(p, end, &num);
         if (num.error || (run[n].kind = number_value(&num, &run[n].f, &run[n].i)) == NUMBER_TEXT) {
             *at_number = 1;
             break;
         }
         n++;
-        const unsigned char *p = num.end;
-        d->p = p;
+        p = num.end;
         if (n == NUMBER_BATCH || end - p < 3 || p[0] != ',' || p[1] != ' ' || !number_start(p[2]))
             break;
-        d->p = p + 2;
+        p += 2;
     }
+    d->p = p;
     for (int j = 0; j < n; j++) {
         PyObject *item = run[j].kind == NUMBER_FLOAT ? PyFloat_FromDouble(run[j].f) : PyLong_FromLongLong(run[j].i);
         if (item == NULL || push(d, item) < 0) {
