@@ -401,10 +401,20 @@ static const uint64_t pow10_upto8[] = {1, 10, 100, 1000, 10000, 100000, 1000000,
  * xor '0' is below 10, tested without carries between bytes, and the leading digits of
  * the word are converted in one go. */
 static inline const unsigned char *scan_digits(const unsigned char *p, const unsigned char *end,
-                                               uint64_t *w, int *digits)
+                                               uint64_t *w, int *digits, int lead)
 {
     uint64_t v = *w;
     int n = *digits;
+    /* The first lead digits one at a time: an int part is most often a few digits, for
+     * which the word steps below cost more than they save (they gave a float's int part
+     * and fraction the same long sequence each); a fraction starts with them (lead 0). */
+    for (int j = 0; j < lead; j++) {
+        if (p >= end || !is_digit(*p))
+            goto done;
+        if (++n <= 19)
+            v = v * 10 + (uint64_t)(*p - '0');
+        p++;
+    }
     /* Sixteen bytes a step where they are there: where the digits end is found from both
      * words at once, so the next step's load waits on one mask and not two (a float's
      * fraction is most often 9-16 digits); the values are off that path. */
@@ -496,7 +506,7 @@ static inline __attribute__((always_inline)) void scan_number(const unsigned cha
             return;
         }
     } else {
-        p = scan_digits(p, end, &w, &digits);
+        p = scan_digits(p, end, &w, &digits, 4);
     }
     num->int_digits = (int)(p - begin) - num->negative;
     if (p < end && *p == '.') {
@@ -512,7 +522,7 @@ static inline __attribute__((always_inline)) void scan_number(const unsigned cha
                 scale--;
         }
         int before = digits;
-        p = scan_digits(p, end, &w, &digits);
+        p = scan_digits(p, end, &w, &digits, 0);
         scale -= digits - before;
     }
     long exponent = 0;
