@@ -37,9 +37,11 @@ static PyObject *fail(decoder *d, const unsigned char *at, const char *what)
     return NULL;
 }
 
-static void skip_ws(decoder *d)
+static inline void skip_ws(decoder *d)
 {
     const unsigned char *p = d->p;
+    if (p < d->end && *p > ' ') /* most often there is none */
+        return;
     while (p < d->end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
         p++;
     d->p = p;
@@ -47,8 +49,10 @@ static void skip_ws(decoder *d)
 
 void cx_json_key_cache_clear(cx_json_key_cache *cache)
 {
-    for (size_t i = 0; i < CX_JSON_KEY_CACHE_SIZE; i++)
+    for (size_t i = 0; i < CX_JSON_KEY_CACHE_SIZE; i++) {
         Py_CLEAR(cache->keys[i]);
+        cache->text[i].len = 0;
+    }
 }
 
 /* ---- strings -------------------------------------------------------------------------- */
@@ -106,50 +110,17 @@ static int read_u4(const unsigned char *p, const unsigned char *end, unsigned *o
     return 0;
 }
 
-/* Appends code point cp as UTF-8 (lone surrogates too: decoded with "surrogatepass"). */
-static unsigned char *put_utf8(unsigned char *o, unsigned cp)
+/* The code point of the valid UTF-8 sequence at p (utf8_sequence has checked it). */
+static inline Py_UCS4 utf8_decode(const unsigned char *p)
 {
-    if (cp < 0x80) {
-        *o++ = (unsigned char)cp;
-    } else if (cp < 0x800) {
-        *o++ = (unsigned char)(0xc0 | (cp >> 6));
-        *o++ = (unsigned char)(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        *o++ = (unsigned char)(0xe0 | (cp >> 12));
-        *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (unsigned char)(0x80 | (cp & 0x3f));
-    } else {
-        *o++ = (unsigned char)(0xf0 | (cp >> 18));
-        *o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-        *o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (unsigned char)(0x80 | (cp & 0x3f));
-    }
-    return o;
-}
-
-/* A hash of the n (<= 64) bytes at s, eight at a time; end bounds what may be read.  Only
- * where a key goes in the cache depends on it: a hit is checked against the text. */
-static inline uint32_t key_hash(const unsigned char *s, size_t n, const unsigned char *end)
-{
-    uint64_t h = n * 0x9e3779b97f4a7c15ULL;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdULL;
-    }
-    if (i < n) {
-        uint64_t w = 0;
-        if (end - (s + i) >= 8) { /* the key's closing quote and what follows are there */
-            memcpy(&w, s + i, 8);
-            w &= ~0ULL >> (8 * (8 - (n - i)));
-        } else {
-            for (size_t j = i; j < n; j++)
-                w |= (uint64_t)s[j] << (8 * (j - i));
-        }
-        h = (h ^ w) * 0xff51afd7ed558ccdULL;
-    }
-    return (uint32_t)(h >> 32);
+    unsigned c = p[0];
+    if (c < 0x80)
+        return c;
+    if (c < 0xe0)
+        return ((c & 0x1f) << 6) | (p[1] & 0x3f);
+    if (c < 0xf0)
+        return ((c & 0x0f) << 12) | ((p[1] & 0x3fu) << 6) | (p[2] & 0x3f);
+    return ((c & 0x07) << 18) | ((p[1] & 0x3fu) << 12) | ((p[2] & 0x3fu) << 6) | (p[3] & 0x3f);
 }
 
 static PyObject *ascii_string(const unsigned char *s, size_t n)
@@ -160,15 +131,62 @@ static PyObject *ascii_string(const unsigned char *s, size_t n)
     return str;
 }
 
-/* A key without escapes or non-ASCII: look it up in the cache first. */
+#define KEY_CACHE_WAYS 2
+#define KEY_CACHE_SETS (CX_JSON_KEY_CACHE_SIZE / KEY_CACHE_WAYS)
+
+/* A key without escapes or non-ASCII, up to 64 bytes: from the cache when it is there.
+ * The first 16 bytes, zero padded, are both the hash's input and what a hit is compared
+ * on; a longer key's rest is hashed and compared from the text.  end bounds what may be
+ * read (the key's closing quote and what follows are there to be read in whole words). */
 static PyObject *cached_key(decoder *d, const unsigned char *s, size_t n)
 {
     if (n > 64)
         return ascii_string(s, n);
-    PyObject **slot = &d->cache->keys[key_hash(s, n, d->end) % CX_JSON_KEY_CACHE_SIZE];
-    PyObject *hit = *slot;
-    if (hit && (size_t)PyUnicode_GET_LENGTH(hit) == n && memcmp(PyUnicode_1BYTE_DATA(hit), s, n) == 0)
-        return Py_NewRef(hit);
+    uint64_t w0 = 0, w1 = 0;
+    size_t head = n < 16 ? n : 16;
+    if (d->end - s >= 16) {
+        memcpy(&w0, s, 8);
+        memcpy(&w1, s + 8, 8);
+        if (head <= 8) {
+            w0 = head ? w0 & (~0ULL >> (64 - 8 * head)) : 0;
+            w1 = 0;
+        } else {
+            w1 &= ~0ULL >> (128 - 8 * head);
+        }
+    } else {
+        for (size_t j = 0; j < head; j++) {
+            if (j < 8)
+                w0 |= (uint64_t)s[j] << (8 * j);
+            else
+                w1 |= (uint64_t)s[j] << (8 * (j - 8));
+        }
+    }
+    uint64_t h = (n * 0x9e3779b97f4a7c15ULL ^ w0) * 0xff51afd7ed558ccdULL;
+    h = (h ^ w1) * 0xff51afd7ed558ccdULL;
+    for (size_t i = 16; i < n; i += 8) {
+        uint64_t w = 0;
+        size_t k = n - i < 8 ? n - i : 8;
+        memcpy(&w, s + i, k);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    }
+    size_t set = (size_t)(h >> 32) % KEY_CACHE_SETS * KEY_CACHE_WAYS;
+    cx_json_key_cache *cache = d->cache;
+    /* len is stored plus one, so an empty slot (all zero) matches nothing */
+    for (size_t way = 0; way < KEY_CACHE_WAYS; way++) {
+        cx_json_key_prefix *t = &cache->text[set + way];
+        if (t->len == n + 1 && t->w0 == w0 && t->w1 == w1
+            && (n <= 16 || memcmp(PyUnicode_1BYTE_DATA(cache->keys[set + way]) + 16, s + 16, n - 16) == 0)) {
+            PyObject *hit = cache->keys[set + way];
+            if (way) { /* the most recently used first: the other way is what a miss evicts */
+                cx_json_key_prefix tt = *t;
+                cache->keys[set + way] = cache->keys[set];
+                cache->text[set + way] = cache->text[set];
+                cache->keys[set] = hit;
+                cache->text[set] = tt;
+            }
+            return Py_NewRef(hit);
+        }
+    }
     PyObject *key = ascii_string(s, n);
     if (key == NULL)
         return NULL;
@@ -177,7 +195,14 @@ static PyObject *cached_key(decoder *d, const unsigned char *s, size_t n)
         Py_DECREF(key);
         return NULL;
     }
-    Py_XSETREF(*slot, Py_NewRef(key));
+    PyObject *evicted = cache->keys[set + KEY_CACHE_WAYS - 1];
+    memmove(&cache->keys[set + 1], &cache->keys[set], (KEY_CACHE_WAYS - 1) * sizeof cache->keys[0]);
+    memmove(&cache->text[set + 1], &cache->text[set], (KEY_CACHE_WAYS - 1) * sizeof cache->text[0]);
+    cache->keys[set] = Py_NewRef(key);
+    cache->text[set].len = n + 1;
+    cache->text[set].w0 = w0;
+    cache->text[set].w1 = w1;
+    Py_XDECREF(evicted); /* a str's dealloc runs no Python code */
     return key;
 }
 
@@ -232,17 +257,29 @@ static PyObject *parse_string(decoder *d, int is_key)
     if (*p < 0x20)
         return fail(d, p, "control character in a string");
 
-    /* escapes: rebuild as UTF-8 (never longer than the source) and decode that */
-    size_t cap = (size_t)(end - begin);
-    unsigned char stack_buf[256];
-    unsigned char *buf = cap <= sizeof stack_buf ? stack_buf : CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, cap);
+    /* escapes: decoded to code points, then copied into a str of the narrowest kind.  The
+     * string's source extent bounds the code points; where no closing quote is found the
+     * rest of the document does, and the loop below reports the first error as it is met. */
+    const unsigned char *close = p;
+    while (close < end && *close != '"')
+        close += *close == '\\' && end - close >= 2 ? 2 : 1;
+    size_t cap = close < end ? (size_t)(close - begin) : (size_t)(end - begin);
+    Py_UCS4 stack_buf[128];
+    Py_UCS4 *buf = cap <= sizeof stack_buf / sizeof stack_buf[0] ? stack_buf
+                                                                 : CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, cap * sizeof *buf);
     if (buf == NULL) {
         PyErr_NoMemory();
         return NULL;
     }
-    size_t prefix = (size_t)(p - begin);
-    memcpy(buf, begin, prefix);
-    unsigned char *o = buf + prefix;
+    /* the OR of the code points falls in the same kind's range as their maximum */
+    Py_UCS4 any = 0;
+    Py_UCS4 *o = buf;
+    for (const unsigned char *q = begin; q < p;) {
+        Py_UCS4 cp = utf8_decode(q); /* the fast scan has checked these */
+        q += *q < 0x80 ? 1 : *q < 0xe0 ? 2 : *q < 0xf0 ? 3 : 4;
+        any |= cp;
+        *o++ = cp;
+    }
     PyObject *result = NULL;
     for (;;) {
         if (p >= end) {
@@ -264,8 +301,9 @@ static PyObject *parse_string(decoder *d, int is_key)
                 fail(d, p, "invalid UTF-8 in a string");
                 goto done;
             }
-            memcpy(o, p, n);
-            o += n;
+            Py_UCS4 cp = utf8_decode(p);
+            any |= cp;
+            *o++ = cp;
             p += n;
             continue;
         }
@@ -295,14 +333,16 @@ static PyObject *parse_string(decoder *d, int is_key)
                 goto done;
             }
             p += 4;
-            /* a high surrogate followed by an escaped low one is one character, as in json */
+            /* a high surrogate followed by an escaped low one is one character, as in json;
+             * any other surrogate stays a lone one, as json keeps it */
             unsigned low;
             if (cp >= 0xd800 && cp <= 0xdbff && end - p >= 7 && p[1] == '\\' && p[2] == 'u'
                 && read_u4(p + 3, end, &low) == 0 && low >= 0xdc00 && low <= 0xdfff) {
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
                 p += 6;
             }
-            o = put_utf8(o, cp);
+            any |= cp;
+            *o++ = cp;
             break;
         }
         default:
@@ -312,7 +352,22 @@ static PyObject *parse_string(decoder *d, int is_key)
         p++;
     }
     d->p = p;
-    result = PyUnicode_DecodeUTF8((const char *)buf, (Py_ssize_t)(o - buf), "surrogatepass");
+    size_t len = (size_t)(o - buf);
+    Py_UCS4 maxchar = any < 0x80 ? 0x7f : any < 0x100 ? 0xff : any < 0x10000 ? 0xffff : 0x10ffff;
+    result = PyUnicode_New((Py_ssize_t)len, maxchar);
+    if (result == NULL)
+        goto done;
+    if (maxchar <= 0xff) {
+        Py_UCS1 *out = PyUnicode_1BYTE_DATA(result);
+        for (size_t i = 0; i < len; i++)
+            out[i] = (Py_UCS1)buf[i];
+    } else if (maxchar == 0xffff) {
+        Py_UCS2 *out = PyUnicode_2BYTE_DATA(result);
+        for (size_t i = 0; i < len; i++)
+            out[i] = (Py_UCS2)buf[i];
+    } else {
+        memcpy(PyUnicode_4BYTE_DATA(result), buf, len * sizeof *buf);
+    }
 done:
     if (buf != stack_buf)
         CX_PYMEM_FREE(CX_ALLOC_SCRATCH, buf);
@@ -346,10 +401,49 @@ static const uint64_t pow10_upto8[] = {1, 10, 100, 1000, 10000, 100000, 1000000,
  * xor '0' is below 10, tested without carries between bytes, and the leading digits of
  * the word are converted in one go. */
 static inline const unsigned char *scan_digits(const unsigned char *p, const unsigned char *end,
-                                               uint64_t *w, int *digits)
+                                               uint64_t *w, int *digits, int lead)
 {
     uint64_t v = *w;
     int n = *digits;
+    /* The first lead digits one at a time: an int part is most often a few digits, for
+     * which the word steps below cost more than they save (they gave a float's int part
+     * and fraction the same long sequence each); a fraction starts with them (lead 0). */
+    for (int j = 0; j < lead; j++) {
+        if (p >= end || !is_digit(*p))
+            goto done;
+        if (++n <= 19)
+            v = v * 10 + (uint64_t)(*p - '0');
+        p++;
+    }
+    /* Sixteen bytes a step where they are there: where the digits end is found from both
+     * words at once, so the next step's load waits on one mask and not two (a float's
+     * fraction is most often 9-16 digits); the values are off that path. */
+    while (end - p >= 16) {
+        uint64_t x0, x1;
+        memcpy(&x0, p, 8);
+        memcpy(&x1, p + 8, 8);
+        uint64_t a0 = x0 ^ ASCII_ZEROS, a1 = x1 ^ ASCII_ZEROS;
+        uint64_t nd0 = (((a0 & 0x7f7f7f7f7f7f7f7fULL) + 0x7676767676767676ULL) | a0) & 0x8080808080808080ULL;
+        uint64_t nd1 = (((a1 & 0x7f7f7f7f7f7f7f7fULL) + 0x7676767676767676ULL) | a1) & 0x8080808080808080ULL;
+        if (nd0) {
+            int k = __builtin_ctzll(nd0) >> 3;
+            if (k && n + k <= 19)
+                v = v * pow10_upto8[k] + value8(a0 << (64 - 8 * k));
+            n += k;
+            p += k;
+            goto done;
+        }
+        int k = nd1 ? __builtin_ctzll(nd1) >> 3 : 8;
+        if (n + 8 + k <= 19) {
+            v = v * 100000000 + value8(a0);
+            if (k)
+                v = v * pow10_upto8[k] + value8(a1 << (64 - 8 * k));
+        }
+        n += 8 + k;
+        p += 8 + k;
+        if (k < 8)
+            goto done;
+    }
     while (end - p >= 8) {
         uint64_t x;
         memcpy(&x, p, 8);
@@ -375,18 +469,30 @@ done:
     return p;
 }
 
-static PyObject *parse_number(decoder *d)
+/* A number's text as scanned: its value is w 10^q while digits <= 19. */
+typedef struct {
+    const unsigned char *end; /* just past the number */
+    uint64_t w;
+    long q;
+    int digits, int_digits, negative, is_float;
+    const char *error; /* NULL, or what is wrong at error_at */
+    const unsigned char *error_at;
+} number;
+
+/* The number at begin, by the grammar alone: nothing is built and nothing reported. */
+static inline __attribute__((always_inline)) void scan_number(const unsigned char *begin, const unsigned char *end,
+                                                              number *num)
 {
-    const unsigned char *begin = d->p;
     const unsigned char *p = begin;
-    const unsigned char *end = d->end;
-    int negative = 0;
-    if (p < end && *p == '-') {
-        negative = 1;
-        p++;
+    num->error = NULL;
+    num->is_float = 0;
+    num->negative = p < end && *p == '-';
+    p += num->negative;
+    if (p >= end || !is_digit(*p)) {
+        num->error = "invalid number";
+        num->error_at = begin;
+        return;
     }
-    if (p >= end || !is_digit(*p))
-        return fail(d, begin, "invalid number");
     /* the digits as w 10^scale, exact while there are at most 19 of them; more and the
      * text is parsed exactly */
     uint64_t w = 0;
@@ -394,35 +500,43 @@ static PyObject *parse_number(decoder *d)
     long scale = 0;
     if (*p == '0') {
         p++;
-        if (p < end && is_digit(*p))
-            return fail(d, begin, "leading zero in a number");
+        if (p < end && is_digit(*p)) {
+            num->error = "leading zero in a number";
+            num->error_at = begin;
+            return;
+        }
     } else {
-        p = scan_digits(p, end, &w, &digits);
+        p = scan_digits(p, end, &w, &digits, 4);
     }
-    const unsigned char *int_end = p;
-    int is_float = 0;
+    num->int_digits = (int)(p - begin) - num->negative;
     if (p < end && *p == '.') {
-        is_float = 1;
+        num->is_float = 1;
         p++;
-        if (p >= end || !is_digit(*p))
-            return fail(d, p, "expected a digit after the decimal point");
+        if (p >= end || !is_digit(*p)) {
+            num->error = "expected a digit after the decimal point";
+            num->error_at = p;
+            return;
+        }
         if (w == 0) { /* leading zeros of a fraction are no significant digits */
             for (; p < end && *p == '0'; p++)
                 scale--;
         }
         int before = digits;
-        p = scan_digits(p, end, &w, &digits);
+        p = scan_digits(p, end, &w, &digits, 0);
         scale -= digits - before;
     }
     long exponent = 0;
     if (p < end && (*p == 'e' || *p == 'E')) {
-        is_float = 1;
+        num->is_float = 1;
         p++;
         int neg = 0;
         if (p < end && (*p == '+' || *p == '-'))
             neg = *p++ == '-';
-        if (p >= end || !is_digit(*p))
-            return fail(d, p, "expected a digit in the exponent");
+        if (p >= end || !is_digit(*p)) {
+            num->error = "expected a digit in the exponent";
+            num->error_at = p;
+            return;
+        }
         for (; p < end && is_digit(*p); p++) {
             if (exponent < 100000) /* far outside any double already: stop counting */
                 exponent = exponent * 10 + (*p - '0');
@@ -430,19 +544,59 @@ static PyObject *parse_number(decoder *d)
         if (neg)
             exponent = -exponent;
     }
-    d->p = p;
-    size_t n = (size_t)(p - begin);
-    if (is_float) {
+    num->end = p;
+    num->w = w;
+    num->q = scale + exponent;
+    num->digits = digits;
+}
+
+enum { NUMBER_TEXT, NUMBER_FLOAT, NUMBER_INT };
+
+/* The value of a scanned number where the fast paths decide it; NUMBER_TEXT: the text
+ * must be parsed exactly. */
+static inline __attribute__((always_inline)) int number_value(const number *num, double *f, long long *i)
+{
+    if (num->is_float) {
         double v;
-        if (w == 0) /* every digit zero, whatever the exponent */
-            return PyFloat_FromDouble(negative ? -0.0 : 0.0);
-        long q = scale + exponent;
-        if (digits <= 19 && q > -100000 && q < 100000 && cx_decimal_to_double(w, (int)q, &v))
-            return PyFloat_FromDouble(negative ? -v : v);
-    } else if (int_end - begin - negative <= 18) {
-        long long v = (long long)w;
-        return PyLong_FromLongLong(negative ? -v : v);
+        if (num->w == 0) { /* every digit zero, whatever the exponent */
+            *f = num->negative ? -0.0 : 0.0;
+            return NUMBER_FLOAT;
+        }
+        if (num->digits <= 19 && num->q > -100000 && num->q < 100000
+            && cx_decimal_to_double(num->w, (int)num->q, &v)) {
+            *f = num->negative ? -v : v;
+            return NUMBER_FLOAT;
+        }
+        return NUMBER_TEXT;
     }
+    if (num->int_digits <= 18) {
+        long long v = (long long)num->w;
+        *i = num->negative ? -v : v;
+        return NUMBER_INT;
+    }
+    return NUMBER_TEXT;
+}
+
+static PyObject *parse_number(decoder *d)
+{
+    const unsigned char *begin = d->p;
+    number num;
+    scan_number(begin, d->end, &num);
+    if (num.error)
+        return fail(d, num.error_at, num.error);
+    d->p = num.end;
+    double f;
+    long long i;
+    switch (number_value(&num, &f, &i)) {
+    case NUMBER_FLOAT:
+        return PyFloat_FromDouble(f);
+    case NUMBER_INT:
+        return PyLong_FromLongLong(i);
+    default:
+        break;
+    }
+    int is_float = num.is_float;
+    size_t n = (size_t)(num.end - begin);
     /* the rare long numbers: copy out NUL-terminated and let Python parse them exactly */
     char stack_buf[64];
     char *text = n < sizeof stack_buf ? stack_buf : CX_PYMEM_MALLOC(CX_ALLOC_SCRATCH, n + 1);
@@ -502,6 +656,55 @@ static int push(decoder *d, PyObject *item)
     return 0;
 }
 
+static inline int number_start(unsigned char c)
+{
+    return c == '-' || (unsigned)(c - '0') < 10;
+}
+
+#define NUMBER_BATCH 32
+
+/* A run of numbers separated by ", ", up to NUMBER_BATCH of them, scanned and converted
+ * before any object is made: with no call between them the numbers' arithmetic overlaps,
+ * where one PyFloat_FromDouble after each held up the next.  Pushes the objects and
+ * returns how many; stops before a number it cannot take whole (an error, a long one),
+ * which *at_number then says, for parse_value to read from d->p.  -1: no memory. */
+static Py_ssize_t number_run(decoder *d, int *at_number)
+{
+    struct {
+        int kind;
+        double f;
+        long long i;
+    } run[NUMBER_BATCH];
+    const unsigned char *end = d->end;
+    /* the position is a local until the run ends: each number's scan starts from where the
+     * last one's ended, and a round trip through d->p put a store and a load on that path */
+    const unsigned char *p = d->p;
+    int n = 0;
+    *at_number = 0;
+    for (;;) {
+        number num;
+        scan_number(p, end, &num);
+        if (num.error || (run[n].kind = number_value(&num, &run[n].f, &run[n].i)) == NUMBER_TEXT) {
+            *at_number = 1;
+            break;
+        }
+        n++;
+        p = num.end;
+        if (n == NUMBER_BATCH || end - p < 3 || p[0] != ',' || p[1] != ' ' || !number_start(p[2]))
+            break;
+        p += 2;
+    }
+    d->p = p;
+    for (int j = 0; j < n; j++) {
+        PyObject *item = run[j].kind == NUMBER_FLOAT ? PyFloat_FromDouble(run[j].f) : PyLong_FromLongLong(run[j].i);
+        if (item == NULL || push(d, item) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    return n;
+}
+
 static PyObject *parse_array(decoder *d)
 {
     const unsigned char *open = d->p;
@@ -516,9 +719,26 @@ static PyObject *parse_array(decoder *d)
         return PyList_New(0);
     }
     for (;;) {
+        if (d->p < d->end && number_start(*d->p)) {
+            int at_number;
+            Py_ssize_t n = number_run(d, &at_number);
+            if (n < 0)
+                goto error;
+            if (n > 0 && at_number)
+                continue;
+            if (n > 0)
+                goto separator;
+        }
         PyObject *item = parse_value(d);
         if (item == NULL || push(d, item) < 0)
             goto error;
+    separator:;
+        const unsigned char *p = d->p;
+        if (d->end - p >= 2 && p[0] == ',') { /* ", " and the next item */
+            d->p = p + 1 + (p[1] == ' ');
+            skip_ws(d);
+            continue;
+        }
         skip_ws(d);
         if (d->p >= d->end) {
             fail(d, d->p, "expected ',' or ']'");

@@ -7,14 +7,22 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Nesting deeper than this is an error, never a stack overflow. */
 #define CX_JSON_MAX_DEPTH 1024
 
-/* Recently seen object keys, so the same keys across requests reuse one str each. */
+/* Recently seen object keys, so the same keys across requests reuse one str each.  Two
+ * ways a set (keys[2s] the more recently used), so two keys of one record whose hashes
+ * meet do not evict each other on every record.  text holds each key's length and first
+ * 16 bytes (zero padded): a lookup compares those without touching the str. */
 #define CX_JSON_KEY_CACHE_SIZE 512
 typedef struct {
+    uint64_t len, w0, w1;
+} cx_json_key_prefix;
+typedef struct {
     PyObject *keys[CX_JSON_KEY_CACHE_SIZE];
+    cx_json_key_prefix text[CX_JSON_KEY_CACHE_SIZE];
 } cx_json_key_cache;
 
 void cx_json_key_cache_clear(cx_json_key_cache *cache);

@@ -85,6 +85,17 @@ static const unsigned char escaped_len[256] = {
     6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
 };
 
+/* The high bit of each byte of x that is below 0x20, '"', '\\', DEL or >= 0x80 (what
+ * ensure_ascii escapes); a borrow can set more only above a real one, so the lowest set
+ * bit is exact. */
+static inline uint64_t needs_escape(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
+    return (((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) |
+            ((del - ones) & ~del) | x) & highs;
+}
+
 static inline size_t code_point_len(Py_UCS4 c)
 {
     return c < 256 ? escaped_len[c] : c < 0x10000 ? 6 : 12;
@@ -178,7 +189,8 @@ static int append_escaped(cx_buf *out, PyObject *s)
     const void *data = PyUnicode_DATA(s);
     Py_ssize_t i = 0;
     if (out->limit == 0 && n <= ONE_PASS_CHARS) {
-        char *o = reserve(out, (size_t)n * (kind == PyUnicode_4BYTE_KIND ? 12 : 6) + 2);
+        /* 8 more: the last word of the text may be stored whole */
+        char *o = reserve(out, (size_t)n * (kind == PyUnicode_4BYTE_KIND ? 12 : 6) + 2 + 8);
         if (o == NULL)
             return -1;
         *o = '"';
@@ -188,22 +200,34 @@ static int append_escaped(cx_buf *out, PyObject *s)
             /* eight bytes at a time, stored before they are judged (what needs escaping is
              * written over): any byte < 0x20, '"', '\\', DEL or >= 0x80 sets its high bit in
              * hit (a borrow can only set more bits after a real one) */
-            const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
             while (n - i >= 8) {
                 uint64_t x;
                 memcpy(&x, bytes + i, 8);
                 memcpy(q + i, &x, 8);
-                uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
-                uint64_t hit = ((x - ones * 0x20) & ~x) | ((quote - ones) & ~quote) |
-                               ((backslash - ones) & ~backslash) | ((del - ones) & ~del) | x;
-                if (hit & highs)
-                    break;
+                uint64_t hit = needs_escape(x);
+                if (hit) {
+                    i += __builtin_ctzll(hit) >> 3;
+                    goto tail;
+                }
                 i += 8;
             }
-            while (i < n && escaped_len[bytes[i]] == 1) {
+            if (i < n && (n >= 8 || PyUnicode_IS_COMPACT(s))) {
+                /* the last 1-7 bytes as one word, loaded to end at the text's end: the bytes
+                 * before it are the text's (or, for a short one, the compact str's header),
+                 * never outside its allocation; the ones already looked at are shifted out */
+                int drop = 8 * (8 - (int)(n - i));
+                uint64_t x;
+                memcpy(&x, bytes + n - 8, 8);
+                x >>= drop;
+                memcpy(q + i, &x, 8);
+                uint64_t hit = needs_escape(x) & (~0ULL >> drop);
+                i = hit ? i + (__builtin_ctzll(hit) >> 3) : n;
+            }
+            while (i < n && escaped_len[bytes[i]] == 1) { /* a short legacy str */
                 q[i] = (char)bytes[i];
                 i++;
             }
+        tail:
             q += i;
             ESCAPE_TAIL(Py_UCS1);
         }
@@ -346,28 +370,87 @@ static inline int has_room(const cx_buf *out)
     return out->limit == 0 && out->len + ITEM_ROOM < out->cap;
 }
 
-/* The text of a float (finite, not one of the few subnormals repr formats itself) or an int
- * of 64 bits at o, with ITEM_ROOM - 2 bytes there; its length, or 0 when obj is none of
- * those and nothing counts as written.  No Python code runs, so the caller needs no
- * reference of its own to obj. */
-static inline size_t scalar_text(char *o, PyObject *obj)
+/* Where the loops below may write with the fast paths: before this, has_room holds.  The
+ * loops keep their write position in a local and store it to out->len only around the
+ * slow paths: through out->len, every item's write had to wait on the last one's store
+ * (the char stores may alias it, so it was reloaded each time). */
+static inline char *fast_end(const cx_buf *out)
+{
+    return out->limit == 0 && out->cap > ITEM_ROOM ? out->data + out->cap - ITEM_ROOM : out->data;
+}
+
+/* A compact ASCII str needing no escapes, quoted, at o when it fits before cap_end with
+ * the whole words written past its end; its length, or 0 (then what was written does not
+ * count and append_escaped does it).  Strs are most of a document's values, and this is
+ * append_escaped's common case without the call, the kind dispatch and the reserve. */
+static inline size_t ascii_text(char *o, PyObject *s, const char *cap_end)
+{
+    if (!PyUnicode_IS_COMPACT_ASCII(s))
+        return 0;
+    size_t n = (size_t)PyUnicode_GET_LENGTH(s);
+    if ((size_t)(cap_end - o) < n + 2 + 8)
+        return 0;
+    const unsigned char *bytes = (const unsigned char *)(((PyASCIIObject *)s) + 1);
+    *o = '"';
+    char *q = o + 1;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, bytes + i, 8);
+        memcpy(q + i, &x, 8);
+        if (needs_escape(x))
+            return 0;
+    }
+    if (i < n) {
+        /* the last 1-7 bytes, loaded to end at the text's end (a short one's word starts in
+         * the str's header), the ones already looked at shifted out */
+        int drop = 8 * (8 - (int)(n - i));
+        uint64_t x;
+        memcpy(&x, bytes + n - 8, 8);
+        x >>= drop;
+        memcpy(q + i, &x, 8);
+        if (needs_escape(x) & (~0ULL >> drop))
+            return 0;
+    }
+    q[n] = '"';
+    return n + 2;
+}
+
+/* The text of a float (finite, not one of the few subnormals repr formats itself), an int
+ * of 64 bits or an ascii_text str at o, with ITEM_ROOM - 2 bytes there and the buffer's
+ * capacity ending at cap_end; its length, or 0 when obj is none of those and nothing counts
+ * as written.  No Python code runs, so the caller needs no reference of its own to obj. */
+static inline size_t scalar_text(char *o, PyObject *obj, const char *cap_end)
 {
     PyTypeObject *type = Py_TYPE(obj);
+    if (type == &PyUnicode_Type)
+        return ascii_text(o, obj, cap_end);
     if (type == &PyFloat_Type) {
         double v = PyFloat_AS_DOUBLE(obj);
         return isfinite(v) ? cx_float_repr(v, o) : 0;
     }
     if (type == &PyLong_Type) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
-        if (overflow)
-            return 0;
+        /* up to two digits (60 bits) read from the object itself, as 3.11 lays it out (the
+         * sign in ob_size): most ints, without a call each */
+        Py_ssize_t size = Py_SIZE(obj);
+        unsigned long long u;
+        size_t sign = size < 0;
+        if (size >= -2 && size <= 2) {
+            const digit *dg = ((PyLongObject *)obj)->ob_digit;
+            u = size == 0 ? 0 : dg[0];
+            if (size == 2 || size == -2)
+                u |= (unsigned long long)dg[1] << PyLong_SHIFT;
+        } else {
+            int overflow;
+            long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+            if (overflow)
+                return 0;
+            u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        }
         /* written backwards from the end the digit count gives: no copy afterwards */
-        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
         /* floor(log10(2^bits)) is the digit count or one less; u | 1 counts 0 as 1 */
         int t = ((64 - __builtin_clzll(u | 1)) * 1233) >> 12;
         size_t n = (size_t)t + ((u | 1) >= pow10_u64[t]);
-        size_t sign = v < 0;
         o[0] = '-'; /* counted only for a negative v */
         char *p = o + sign + n;
         while (u >= 100) {
@@ -381,6 +464,18 @@ static inline size_t scalar_text(char *o, PyObject *obj)
         else
             p[-1] = (char)('0' + u);
         return sign + n;
+    }
+    if (obj == Py_None) {
+        memcpy(o, "null", 4);
+        return 4;
+    }
+    if (obj == Py_True) {
+        memcpy(o, "true", 4);
+        return 4;
+    }
+    if (obj == Py_False) {
+        memcpy(o, "false", 5);
+        return 5;
     }
     return 0;
 }
@@ -444,24 +539,35 @@ static int encode_items(encoder *e, PyObject *seq)
     cx_buf *out = e->out;
     if (APPEND(e, "[") < 0)
         goto out;
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (has_room(out)) {
+    char *o = out->data + out->len, *end = fast_end(out);
+    /* the items and their count are read again only after a slow path, the one place
+     * Python code can change the list; the char stores would have made each item's
+     * lookup reload them and test the type again */
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t size = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *item = items[i];
+        if (o < end) {
             /* the separator is written either way and counted only after the first */
-            char *o = out->data + out->len;
             size_t sep = i > 0 ? 2 : 0;
             memcpy(o, ", ", 2);
-            size_t n = scalar_text(o + sep, item);
+            size_t n = scalar_text(o + sep, item, end + ITEM_ROOM);
             if (n) {
-                out->len += sep + n;
+                o += sep + n;
                 continue;
             }
         }
+        out->len = (size_t)(o - out->data);
         if (i > 0 && APPEND(e, ", ") < 0)
             goto out;
         if (encode_member(e, item) < 0)
             goto out;
+        o = out->data + out->len;
+        end = fast_end(out);
+        items = PySequence_Fast_ITEMS(seq);
+        size = PySequence_Fast_GET_SIZE(seq);
     }
+    out->len = (size_t)(o - out->data);
     rc = APPEND(e, "]");
 out:
     leave(e);
@@ -587,30 +693,48 @@ static int encode_dict(encoder *e, PyObject *dict)
         PyObject *key, *value;
         Py_ssize_t pos = 0;
         int first = 1;
+        char *o = out->data + out->len, *end = fast_end(out);
         while (PyDict_Next(dict, &pos, &key, &value)) {
             /* key and value are borrowed: scalars and strs run no Python code; anything else
              * gets references of its own, as its encoding may change the dict */
-            if (Py_TYPE(key) == &PyUnicode_Type && e->keys != NULL) {
-                if (cached_key(e, key, first) < 0)
-                    goto out;
+            cx_json_key_text *slot;
+            if (Py_TYPE(key) == &PyUnicode_Type && e->keys != NULL
+                && (slot = &e->keys->slots[key_slot(key)])->key == key && o < end) {
+                /* a key written before: cached_key's fast path, at o */
+                size_t sep = first ? 0 : 2;
+                memcpy(o, ", ", 2);
+                memcpy(o + sep, slot->text, sizeof slot->text); /* the whole block: its length counts */
+                o += sep + slot->len;
             } else {
-                Py_INCREF(key);
-                int bad = (!first && APPEND(e, ", ") < 0) || encode_key(e, key) < 0 || APPEND(e, ": ") < 0;
-                Py_DECREF(key);
-                if (bad)
-                    goto out;
+                out->len = (size_t)(o - out->data);
+                if (Py_TYPE(key) == &PyUnicode_Type && e->keys != NULL) {
+                    if (cached_key(e, key, first) < 0)
+                        goto out;
+                } else {
+                    Py_INCREF(key);
+                    int bad = (!first && APPEND(e, ", ") < 0) || encode_key(e, key) < 0 || APPEND(e, ": ") < 0;
+                    Py_DECREF(key);
+                    if (bad)
+                        goto out;
+                }
+                o = out->data + out->len;
+                end = fast_end(out);
             }
             first = 0;
-            if (has_room(out)) {
-                size_t n = scalar_text(out->data + out->len, value);
+            if (o < end) {
+                size_t n = scalar_text(o, value, end + ITEM_ROOM);
                 if (n) {
-                    out->len += n;
+                    o += n;
                     continue;
                 }
             }
+            out->len = (size_t)(o - out->data);
             if (encode_member(e, value) < 0)
                 goto out;
+            o = out->data + out->len;
+            end = fast_end(out);
         }
+        out->len = (size_t)(o - out->data);
     } else { /* subclasses: their items(), as json uses */
         PyObject *items = PyMapping_Items(dict);
         if (items == NULL)

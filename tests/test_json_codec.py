@@ -413,6 +413,36 @@ def test_bad_numbers_rejected(text):
 
 # ---- 10 MB strings --------------------------------------------------------------------
 
+@pytest.mark.parametrize("special", ['"', "\\", "\n", "\x00", "\x1f", "\x7f", "\x80", "\u00e9", "\u20ac", "\U0001d11e"])
+def test_strings_of_every_short_length_with_an_escape_anywhere(special):
+    """Strs inside lists and dicts are copied a word at a time, the last word loaded to end
+    at the text's end; an escape in any byte of either must send them the slow way."""
+    for n in range(0, 41):
+        base = "".join(chr(ord("a") + (i % 26)) for i in range(n))
+        texts = [base] + [base[:i] + special + base[i:] for i in range(n + 1)]
+        for value in (texts, {t: t for t in texts}, [{"k": t, "n": [t, 1, t]} for t in texts], tuple(texts)):
+            assert dumps(value) == json.dumps(value), (n, special)
+
+
+def test_ints_and_constants_inside_containers():
+    ints = [0, 1, -1, 9, 10, 99, 100, -100, 2**30 - 1, 2**30, -2**30, 2**31, 2**60 - 1, 2**60, -2**60,
+            2**62, 2**63 - 1, -2**63, 2**63, -2**63 - 1, 2**64, 10**19, 10**30, -10**30]
+    ints += [10**k + d for k in range(20) for d in (-1, 0, 1)]
+    consts = [True, False, None]
+    for value in (ints, tuple(ints), {str(i): i for i in ints}, consts * 5, {"t": True, "f": False, "n": None},
+                  [[i, True, None, False] for i in ints]):
+        assert dumps(value) == json.dumps(value)
+
+
+def test_strings_fill_the_output_buffer_to_its_end():
+    # many strs of every length, so some end right at the growing buffer's capacity
+    for step in range(1, 70):
+        value = ["x" * ((i * step) % 67) for i in range(400)]
+        assert dumps(value) == json.dumps(value)
+        value = {f"k{i}": "y" * ((i * step) % 61) for i in range(300)}
+        assert dumps(value) == json.dumps(value)
+
+
 TEN_MB = 10 * 1024 * 1024
 
 
@@ -523,6 +553,40 @@ def test_raw_surrogate_encoding_is_rejected_though_json_accepts_it():
 def test_escapes_as_json_loads(text):
     assert same(loads(text.encode()), json.loads(text))
     assert same(loads(text), json.loads(text))
+
+
+@pytest.mark.parametrize("text", [
+    r'"a\nb"', r'"\u0041"', r'"caf\u00e9"', r'"\u00ff\t"', r'"\u0100"', r'"\u20ac\n"', r'"\uffff"',
+    r'"\ud83d\ude00"', r'"a\ud800"', r'"\u00e9\ud83d\ude00\u0041"',
+    '"caf\xc3\xa9\\n"', '"\xe2\x82\xac\\t\xf0\x9f\x98\x80"', '"\xf0\x9f\x98\x80\\u0041"',
+])
+def test_escaped_strings_get_the_narrowest_kind(text):
+    """A str is built at the kind its largest character needs, as Python builds every str;
+    one that is all ASCII must say so (isascii reads that flag)."""
+    data = text.encode("latin-1")
+    got, want = loads(data), json.loads(data)
+    assert same(got, want)
+    assert got.isascii() == want.isascii()
+    assert sys.getsizeof(got) == sys.getsizeof(want)
+
+
+@pytest.mark.parametrize("n", [1, 100, 127, 128, 129, 300, 5000])
+def test_long_escaped_strings(n):
+    for piece in [r"a\n", r"\u00e9", r"\u20ac", r"\ud83d\ude00", r"\u00e9\u0041\u20ac\"", "\xc3\xa9\\t"]:
+        text = '"' + piece * n + '"'
+        data = text.encode("latin-1")
+        assert same(loads(data), json.loads(data)), (piece, n)
+        doc = b'{"k": ' + data + b', "x": [' + data + b']}'
+        assert same(loads(doc), json.loads(doc))
+
+
+def test_unterminated_escaped_string_reports_the_first_error():
+    # the string's end is not found: the first problem met in it is what is reported
+    assert decode_error(b'["ab\\ncd\x01ef').pos == 8
+    assert decode_error(b'["ab\\ncd\\qef').pos == 8
+    assert decode_error(b'["ab\\ncd').pos == 1
+    assert decode_error(b'["ab\\').pos == 4
+    assert decode_error(b'["ab\\ncd\xffef').pos == 8
 
 
 def test_surrogate_pair_combines():
