@@ -1,11 +1,9 @@
 /* The cheapest libmicrohttpd server there is: its own epoll thread answers every request
  * with a constant from the access handler.  bench/mhd_floor.py measures what a request
  * costs in libmicrohttpd and the kernel alone. */
-#include <microhttpd.h>
+#include "answer.h"
 #include <stdlib.h>
 #include <unistd.h>
-
-static const char answer[] = "{\"y\": 6}";
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
@@ -20,12 +18,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         return MHD_YES;
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(sizeof answer - 1, (void *)answer,
-                                                             MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    enum MHD_Result ok = MHD_queue_response(conn, 200, r);
-    MHD_destroy_response(r);
-    return ok;
+    return send_answer(conn);
 }
 
 int main(int argc, char **argv)

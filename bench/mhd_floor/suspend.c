@@ -2,11 +2,9 @@
  * suspended in the access handler and resumed once the loop's round is over (here by the
  * same thread, at once: no threads, no queue, no Python).  Its cost over inline.c is what
  * libmicrohttpd's suspend and resume add to every request. */
-#include <microhttpd.h>
+#include "answer.h"
 #include <stdlib.h>
 #include <sys/epoll.h>
-
-static const char answer[] = "{\"y\": 6}";
 
 #define MAX_WAITING 4096
 static struct MHD_Connection *waiting[MAX_WAITING];
@@ -34,12 +32,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         waiting[n_waiting++] = conn;
         return MHD_YES;
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(sizeof answer - 1, (void *)answer,
-                                                             MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    enum MHD_Result ok = MHD_queue_response(conn, 200, r);
-    MHD_destroy_response(r);
-    return ok;
+    return send_answer(conn);
 }
 
 int main(int argc, char **argv)
