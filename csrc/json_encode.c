@@ -432,19 +432,25 @@ static inline size_t scalar_text(char *o, PyObject *obj, const char *cap_end)
     if (type == &PyLong_Type) {
         /* up to two digits (60 bits) read from the object itself, as 3.11 lays it out (the
          * sign in ob_size): most ints, without a call each */
-        Py_ssize_t size = Py_SIZE(obj);
         unsigned long long u;
+#if PY_VERSION_HEX < 0x030C0000 /* 3.12 keeps the sign and size elsewhere (lv_tag) */
+        Py_ssize_t size = Py_SIZE(obj);
         size_t sign = size < 0;
         if (size >= -2 && size <= 2) {
             const digit *dg = ((PyLongObject *)obj)->ob_digit;
             u = size == 0 ? 0 : dg[0];
             if (size == 2 || size == -2)
                 u |= (unsigned long long)dg[1] << PyLong_SHIFT;
-        } else {
+        } else
+#else
+        size_t sign;
+#endif
+        {
             int overflow;
             long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
             if (overflow)
                 return 0;
+            sign = v < 0;
             u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
         }
         /* written backwards from the end the digit count gives: no copy afterwards */
