@@ -275,7 +275,11 @@ def _serve_process(prepared, args, listen_fd=-1, shared_ready=None, on_ready=Non
                               apis=api_entries, listen_fd=listen_fd,
                               request_timeout=getattr(args, "request_timeout", 0.0) or 0.0,
                               max_connections=getattr(args, "max_connections", 0) or 0,
-                              realtime_io=not getattr(args, "no_realtime_io", False))
+                              # worker processes share one listening socket and every idle
+                              # one is woken for a new connection: real-time I/O threads would
+                              # win that race in the same order every time, and the last ones
+                              # would never get a connection
+                              realtime_io=not getattr(args, "no_realtime_io", False) and not is_worker)
     except OSError as e:
         async_runtime.close()
         raise StartupError(str(e)) from None

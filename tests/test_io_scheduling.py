@@ -88,6 +88,29 @@ def test_no_realtime_io_keeps_every_thread_in_the_normal_class(serve, predictor_
     assert server.get("/healthz").status_code == 200
 
 
+def worker_pids(server, want, timeout=30):
+    """The pids of want worker processes of server, once they have all started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children") as f:
+            pids = [int(p) for p in f.read().split()]
+        if len(pids) >= want:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError(f"{want} workers did not start")
+
+
+@pytest.mark.skipif(not may_use_realtime(), reason="this process may not use SCHED_FIFO")
+def test_worker_processes_keep_their_io_threads_in_the_normal_class(serve, project):
+    # a real-time I/O thread per worker would win every race to accept, always in the same
+    # order: with more workers than cores some would never be handed a connection
+    server = serve(project({"cortex.yaml": SIMPLE_YAML, "predictor.py": PREDICTOR}), "--processes", "2")
+    predict_tid(server)
+    for pid in worker_pids(server, 2):
+        threads = policies(pid)
+        assert all(policy[0] == os.SCHED_OTHER for policy in threads.values()), (pid, threads)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop CAP_SYS_NICE from the bounding set")
 def test_without_the_privilege_it_serves_with_a_short_fair_slice(serve, predictor_project):
     if resource.getrlimit(resource.RLIMIT_RTPRIO)[0] != 0:
