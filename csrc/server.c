@@ -954,8 +954,8 @@ static void ask_for_short_slice(void)
  * on the same core: the slice above only shortens that wait, and not below the scheduler's
  * tick on every kernel.  It is the lowest real-time priority, this thread never runs Python,
  * and it blocks in epoll_wait whenever it has nothing to read or send, so it takes from
- * predict no more than its own I/O costs (the kernel also caps real-time threads at 95% of
- * a core by default).  Needs CAP_SYS_NICE or a nonzero RLIMIT_RTPRIO; refused otherwise. */
+ * predict only what its own I/O costs (a flood of such I/O is what the budget below is
+ * for).  Needs CAP_SYS_NICE or a nonzero RLIMIT_RTPRIO; refused otherwise. */
 static int ask_for_realtime(void)
 {
     struct sched_param param = { .sched_priority = 1 };
@@ -985,7 +985,7 @@ static void start_budget(io_budget *b, int want_realtime)
     b->busy = 0;
 }
 
-/* now: the time this round's work ended (the thread is about to wait for events) */
+/* now: the start of a round, so the last round's work since it woke counts as busy */
 static void account_io_time(io_budget *b, double now)
 {
     if (!b->allowed)
@@ -1023,7 +1023,8 @@ static void *io_loop(void *arg)
             next_expiry = now + 0.01;
         }
         wait_for_events(s);
-        budget.woke = cx_monotonic_seconds();
+        if (budget.allowed)
+            budget.woke = cx_monotonic_seconds();
         MHD_run(s->daemon);
         if (atomic_exchange(&s->wake_pending, 0))
             wake_workers(s);
