@@ -96,6 +96,36 @@ static inline uint64_t needs_escape(uint64_t x)
             ((del - ones) & ~del) | x) & highs;
 }
 
+/* Copies the 1-byte text bytes[0, n) to q eight bytes at a time, each word stored before it
+ * is judged (what needs escaping is written over later), up to the first byte that needs an
+ * escape: its index, or n; up to 8 bytes past q + n may be written.  With tail_word, the
+ * last 1-7 bytes are one word loaded to end at the text's end, the bytes already looked at
+ * shifted out: those before the text are a compact str's header, so the caller passes it
+ * only for a text of 8 bytes or more or a compact str; without it they are left to the
+ * caller (the index returned is then where the words stopped). */
+static inline size_t copy_unescaped(char *q, const unsigned char *bytes, size_t n, int tail_word)
+{
+    size_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        uint64_t x;
+        memcpy(&x, bytes + i, 8);
+        memcpy(q + i, &x, 8);
+        uint64_t hit = needs_escape(x);
+        if (hit)
+            return i + (__builtin_ctzll(hit) >> 3);
+    }
+    if (i < n && tail_word) {
+        int drop = 8 * (8 - (int)(n - i));
+        uint64_t x;
+        memcpy(&x, bytes + n - 8, 8);
+        x >>= drop;
+        memcpy(q + i, &x, 8);
+        uint64_t hit = needs_escape(x) & (~0ULL >> drop);
+        return hit ? i + (__builtin_ctzll(hit) >> 3) : n;
+    }
+    return i;
+}
+
 static inline size_t code_point_len(Py_UCS4 c)
 {
     return c < 256 ? escaped_len[c] : c < 0x10000 ? 6 : 12;
@@ -197,37 +227,11 @@ static int append_escaped(cx_buf *out, PyObject *s)
         char *q = o + 1;
         if (kind == PyUnicode_1BYTE_KIND) {
             const unsigned char *bytes = data;
-            /* eight bytes at a time, stored before they are judged (what needs escaping is
-             * written over): any byte < 0x20, '"', '\\', DEL or >= 0x80 sets its high bit in
-             * hit (a borrow can only set more bits after a real one) */
-            while (n - i >= 8) {
-                uint64_t x;
-                memcpy(&x, bytes + i, 8);
-                memcpy(q + i, &x, 8);
-                uint64_t hit = needs_escape(x);
-                if (hit) {
-                    i += __builtin_ctzll(hit) >> 3;
-                    goto tail;
-                }
-                i += 8;
-            }
-            if (i < n && (n >= 8 || PyUnicode_IS_COMPACT(s))) {
-                /* the last 1-7 bytes as one word, loaded to end at the text's end: the bytes
-                 * before it are the text's (or, for a short one, the compact str's header),
-                 * never outside its allocation; the ones already looked at are shifted out */
-                int drop = 8 * (8 - (int)(n - i));
-                uint64_t x;
-                memcpy(&x, bytes + n - 8, 8);
-                x >>= drop;
-                memcpy(q + i, &x, 8);
-                uint64_t hit = needs_escape(x) & (~0ULL >> drop);
-                i = hit ? i + (__builtin_ctzll(hit) >> 3) : n;
-            }
+            i = (Py_ssize_t)copy_unescaped(q, bytes, (size_t)n, n >= 8 || PyUnicode_IS_COMPACT(s));
             while (i < n && escaped_len[bytes[i]] == 1) { /* a short legacy str */
                 q[i] = (char)bytes[i];
                 i++;
             }
-        tail:
             q += i;
             ESCAPE_TAIL(Py_UCS1);
         }
@@ -393,25 +397,8 @@ static inline size_t ascii_text(char *o, PyObject *s, const char *cap_end)
     const unsigned char *bytes = (const unsigned char *)(((PyASCIIObject *)s) + 1);
     *o = '"';
     char *q = o + 1;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x;
-        memcpy(&x, bytes + i, 8);
-        memcpy(q + i, &x, 8);
-        if (needs_escape(x))
-            return 0;
-    }
-    if (i < n) {
-        /* the last 1-7 bytes, loaded to end at the text's end (a short one's word starts in
-         * the str's header), the ones already looked at shifted out */
-        int drop = 8 * (8 - (int)(n - i));
-        uint64_t x;
-        memcpy(&x, bytes + n - 8, 8);
-        x >>= drop;
-        memcpy(q + i, &x, 8);
-        if (needs_escape(x) & (~0ULL >> drop))
-            return 0;
-    }
+    if (copy_unescaped(q, bytes, n, 1) != n)
+        return 0;
     q[n] = '"';
     return n + 2;
 }
