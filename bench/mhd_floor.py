@@ -27,7 +27,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import run as bench_run  # noqa: E402  (bench/run.py: Server, wrk, parse_wrk, cpu_and_switches)
+import run as bench_run  # noqa: E402  (bench/run.py: Server, measure_point, ...)
 
 SOURCES = ("inline", "suspend")
 
@@ -77,16 +77,12 @@ def main(argv=None):
         for r in range(args.rounds):
             for n in connections:
                 for server in (servers if r % 2 == 0 else servers[::-1]):
-                    cpu0, cs0 = bench_run.cpu_and_switches(server.proc.pid)
-                    result = bench_run.parse_wrk(bench_run.wrk(server.url, n, args.duration))
-                    cpu1, cs1 = bench_run.cpu_and_switches(server.proc.pid)
-                    if result["errors"]:
-                        print(f"  {server.name} c={n}: ERRORS {', '.join(result['errors'])}", file=sys.stderr)
-                    point = ((cpu1 - cpu0) / result["requests"] * 1e6, (cs1 - cs0) / result["requests"],
-                             result["rps"])
+                    _, point = bench_run.measure_point(server, n, args.duration)
+                    if point["errors"]:
+                        print(f"  {server.name} c={n}: ERRORS {', '.join(point['errors'])}", file=sys.stderr)
                     got.setdefault((n, server.name), []).append(point)
-                    print(f"  round {r + 1} {server.name:15} c={n:<3} {point[2]:>10,.0f} req/s "
-                          f"{point[0]:6.2f} µs/req", flush=True)
+                    print(f"  round {r + 1} {server.name:15} c={n:<3} {point['rps']:>10,.0f} req/s "
+                          f"{point['cpu_us']:6.2f} µs/req", flush=True)
     finally:
         for server in servers:
             server.stop()
@@ -97,9 +93,9 @@ def main(argv=None):
     for n in connections:
         for server in servers:
             points = got[(n, server.name)]
-            print(f"| {n} | {server.name} | {statistics.median(p[2] for p in points):,.0f} | "
-                  f"{statistics.median(p[0] for p in points):.2f} | "
-                  f"{statistics.median(p[1] for p in points):.2f} |")
+            print(f"| {n} | {server.name} | {statistics.median(p['rps'] for p in points):,.0f} | "
+                  f"{statistics.median(p['cpu_us'] for p in points):.2f} | "
+                  f"{statistics.median(p['switches'] for p in points):.2f} |")
 
 
 if __name__ == "__main__":

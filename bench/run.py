@@ -267,6 +267,21 @@ def wrk(url, connections, duration, lua=LUA):
     return done.stdout
 
 
+def measure_point(server, connections, duration):
+    """wrk's raw output and its parse for one point, with the server's CPU (cpu_us) and
+    context switches (switches) per request over it."""
+    cpu_before, switches_before = cpu_and_switches(server.proc.pid)
+    text = wrk(server.url, connections, duration)
+    cpu_after, switches_after = cpu_and_switches(server.proc.pid)
+    if not server.alive():
+        raise BenchError(f"{server.name} died under load:\n" + server.tail())
+    got = parse_wrk(text)
+    served = max(got["requests"] or got["rps"] * duration, 1)
+    got["cpu_us"] = (cpu_after - cpu_before) * 1e6 / served
+    got["switches"] = (switches_after - switches_before) / served
+    return text, got
+
+
 def fmt(x, digits):
     return "—" if x is None else f"{x:,.{digits}f}"
 
@@ -428,16 +443,8 @@ def main(argv=None):
         for n in args.connections:
             got = {}
             for key, s in servers.items():
-                cpu_before, switches_before = cpu_and_switches(s.proc.pid)
-                text = wrk(s.url, n, args.duration)
-                cpu_after, switches_after = cpu_and_switches(s.proc.pid)
-                if not s.alive():
-                    raise BenchError(f"{s.name} died under load:\n" + s.tail())
+                text, got[key] = measure_point(s, n, args.duration)
                 raw.append(f"## {s.name}, {n} connections\n{text}")
-                got[key] = parse_wrk(text)
-                served = got[key]["requests"] or got[key]["rps"] * args.duration
-                got[key]["cpu_us"] = (cpu_after - cpu_before) * 1e6 / max(served, 1)
-                got[key]["switches"] = (switches_after - switches_before) / max(served, 1)
                 err = got[key]["errors"]
                 print(f"  {s.name:16} c={n:<4} {got[key]['rps']:>10,.0f} req/s  "
                       f"p50 {got[key]['p50_ms']:.2f} ms  p99 {got[key]['p99_ms']:.2f} ms  "
