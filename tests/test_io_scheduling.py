@@ -101,10 +101,10 @@ def worker_pids(server, want, timeout=30):
 
 
 @pytest.mark.skipif(not may_use_realtime(), reason="this process may not use SCHED_FIFO")
-def test_worker_processes_keep_their_io_threads_in_the_normal_class(serve, project):
+def test_worker_processes_keep_their_io_threads_in_the_normal_class(serve, predictor_project):
     # a real-time I/O thread per worker would win every race to accept, always in the same
     # order: with more workers than cores some would never be handed a connection
-    server = serve(project({"cortex.yaml": SIMPLE_YAML, "predictor.py": PREDICTOR}), "--processes", "2")
+    server = serve(predictor_project, "--processes", "2")
     predict_tid(server)
     for pid in worker_pids(server, 2):
         threads = policies(pid)
