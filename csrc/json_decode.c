@@ -697,10 +697,8 @@ static Py_ssize_t number_run(decoder *d, int *at_number)
     d->p = p;
     for (int j = 0; j < n; j++) {
         PyObject *item = run[j].kind == NUMBER_FLOAT ? PyFloat_FromDouble(run[j].f) : PyLong_FromLongLong(run[j].i);
-        if (item == NULL || push(d, item) < 0) {
-            PyErr_NoMemory();
+        if (item == NULL || push(d, item) < 0) /* either has set MemoryError */
             return -1;
-        }
     }
     return n;
 }
